@@ -1,0 +1,117 @@
+"""What every text-embedding transformer shares: input policy, caching, sklearn plumbing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+
+from ._cache import EmbeddingCache, resolve_cache
+from ._embed import embed_texts
+from ._sklearn_compat import StrOptions, _fit_context
+from ._validation import check_texts
+
+__all__ = ["BaseEmbeddingTransformer"]
+
+
+class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Stateless texts-to-vectors transformer; subclasses say which backend embeds.
+
+    Subclasses implement ``_make_backend()`` (a new backend from the current
+    parameters) and ``_output_dim()`` (the vector length, or ``None`` when only the
+    server knows it).
+    """
+
+    _parameter_constraints: dict = {
+        "on_invalid_text": [StrOptions({"error", "zero"})],
+        "cache": [StrOptions({"default"}), "boolean", str, os.PathLike, EmbeddingCache, None],
+        "verbose": ["boolean"],
+    }
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check the parameters and the texts; nothing is learned.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            This transformer.
+        """
+        self._make_backend()  # surfaces parameter combinations the model refuses
+        check_texts(X, invalid=self.on_invalid_text)
+        return self
+
+    def transform(self, X):
+        """Embed the texts.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_dimensions), dtype float32
+            One unit-norm row per text (all-zero for blank texts when
+            ``on_invalid_text="zero"``).
+        """
+        self._validate_params()
+        texts, valid = check_texts(X, invalid=self.on_invalid_text)
+        backend = self._backend()
+        if valid.all():
+            vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache))
+            return vectors
+        if not valid.any():
+            dim = self._output_dim()
+            if dim is None:
+                raise ValueError("Every text is blank, and the vector length is not known yet.")
+            return np.zeros((len(texts), dim), dtype=np.float32)
+        kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
+        vectors, _ = embed_texts(kept, backend, resolve_cache(self.cache))
+        out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[valid] = vectors
+        return out
+
+    def _backend(self):
+        """The backend for the current parameters, reused while they do not change.
+
+        It holds the SDK client (or model session), so it is private, rebuilt after
+        ``set_params``, and never pickled.
+        """
+        params = tuple(sorted((k, repr(v)) for k, v in self.get_params(deep=False).items()))
+        cached = self.__dict__.get("_backend_cache")
+        if cached is None or cached[0] != params:
+            cached = (params, self._make_backend())
+            self.__dict__["_backend_cache"] = cached
+        return cached[1]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_backend_cache", None)
+        return state
+
+    @property
+    def _n_features_out(self):
+        dim = self._output_dim()
+        if dim is None:
+            raise ValueError(
+                f"{type(self).__name__} does not know its output dimension for this model; "
+                "pass dimensions=<vector length>."
+            )
+        return dim
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = []
+        return tags

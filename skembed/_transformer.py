@@ -1,0 +1,176 @@
+"""OpenAIEmbeddingTransformer: texts to OpenAI (or OpenAI-compatible) embeddings."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+from ._base import BaseEmbeddingTransformer
+from ._models import resolve_model
+from ._sklearn_compat import Interval, StrOptions
+from .backends._openai import OpenAIBackend
+
+__all__ = ["OpenAIEmbeddingTransformer"]
+
+
+class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
+    """Embed texts with the OpenAI embeddings API, or any server that speaks it.
+
+    A stateless transformer, like :class:`~sklearn.feature_extraction.text.HashingVectorizer`:
+    ``fit`` only checks its input, and ``transform`` returns one unit-norm float32 row
+    per text. Requests are planned within the API's limits (2048 inputs and 300,000
+    tokens per request, 8192 tokens per input), several are in flight at once, the
+    account's rate limits are respected, failures that retrying can fix are retried,
+    and every vector is stored in a persistent cache as it arrives, so that each
+    distinct text is paid for once across folds, clones, processes and runs.
+
+    The API key is never a parameter: it is read from the environment variable
+    ``api_key_env`` when a request must be made, so it cannot end up in
+    ``get_params``, a pickle, a repr or a log.
+
+    Read more in the :ref:`User Guide <openai_transformer>`.
+
+    Parameters
+    ----------
+    model : str, default="text-embedding-3-small"
+        Embedding model (for Azure: the deployment name). Models that skembed does not
+        know (served by an OpenAI-compatible server) are accepted; give their
+        ``dimensions`` so that the output width is known before the first request.
+    dimensions : int, default=None
+        Length of the returned vectors. ``None`` is the model's native size. For the
+        text-embedding-3 models it is sent to the API, which shortens the vectors;
+        ``text-embedding-ada-002`` refuses it. For unknown models it states the width
+        the server returns, and is not sent.
+    base_url : str, default=None
+        Endpoint of an OpenAI-compatible server (``http://host:port/v1``), or of an
+        Azure OpenAI resource when ``api_version`` is set. ``None`` means the SDK's
+        default (OpenAI's API, or ``$OPENAI_BASE_URL``).
+    api_key_env : str, default=None
+        Name of the environment variable holding the API key; ``None`` means
+        ``OPENAI_API_KEY`` (``AZURE_OPENAI_API_KEY`` for Azure).
+    organization : str, default=None
+        OpenAI organization id sent with each request.
+    api_version : str, default=None
+        Azure OpenAI API version (e.g. ``"2024-02-01"``). Setting it makes
+        ``base_url`` an Azure endpoint.
+    batch_size : int, default=512
+        Most inputs per request (the API allows 2048). Requests also stay under
+        300,000 tokens, and small jobs are spread over ``max_concurrency`` requests.
+    max_concurrency : int, default=8
+        Requests in flight at once.
+    max_retries : int, default=8
+        Retries of one request after a 429, a 5xx, a timeout or a dropped connection,
+        with exponential back-off (or the server's ``retry-after``). Other errors are
+        not retried.
+    timeout : float, default=60.0
+        Seconds to wait for one response.
+    long_input : {"error", "truncate", "chunk"}, default="error"
+        What to do with a text over the model's input limit: raise naming its row,
+        keep its first tokens, or embed consecutive chunks and average their vectors
+        (weighted by their token counts, then re-normalised).
+    encoding_format : {"base64", "float"}, default="base64"
+        Wire format of the vectors. ``"base64"`` is faster; some compatible servers
+        only speak ``"float"``.
+    on_invalid_text : {"error", "zero"}, default="error"
+        Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
+        an all-zero row.
+    cache : "default", path, EmbeddingCache, False or None, default="default"
+        Where vectors are kept: ``"default"`` is the per-user persistent cache (see
+        :ref:`caching`); a path or an :class:`~skembed.EmbeddingCache` picks another
+        store; ``None``/``False`` turns caching off (duplicates within one call are
+        still sent once).
+    verbose : bool, default=False
+        Show a progress bar while embedding.
+
+    See Also
+    --------
+    LocalEmbeddingTransformer : The same contract with a bundled local model.
+    ZeroShotEmbeddingClassifier : Classify texts by similarity to label descriptions.
+
+    Notes
+    -----
+    Vectors are keyed in the cache by the endpoint (without credentials), the model,
+    the dimensions and the exact text, so changing any of them never returns a vector
+    computed under another.
+
+    Examples
+    --------
+    >>> from skembed import OpenAIEmbeddingTransformer
+    >>> embedder = OpenAIEmbeddingTransformer(dimensions=256)
+    >>> embedder.get_feature_names_out()[:2]
+    array(['openaiembeddingtransformer0', 'openaiembeddingtransformer1'], dtype=object)
+
+    With a key in ``OPENAI_API_KEY`` (or a compatible server at ``base_url``)::
+
+        X = embedder.fit_transform(["a cat", "a dog"])   # (2, 256) float32
+    """
+
+    _parameter_constraints: dict = {
+        **BaseEmbeddingTransformer._parameter_constraints,
+        "model": [str],
+        "dimensions": [Interval(Integral, 1, None, closed="left"), None],
+        "base_url": [str, None],
+        "api_key_env": [str, None],
+        "organization": [str, None],
+        "api_version": [str, None],
+        "batch_size": [Interval(Integral, 1, 2048, closed="both")],
+        "max_concurrency": [Interval(Integral, 1, None, closed="left")],
+        "max_retries": [Interval(Integral, 0, None, closed="left")],
+        "timeout": [Interval(Real, 0, None, closed="neither")],
+        "long_input": [StrOptions({"error", "truncate", "chunk"})],
+        "encoding_format": [StrOptions({"base64", "float"})],
+    }
+
+    def __init__(
+        self,
+        *,
+        model="text-embedding-3-small",
+        dimensions=None,
+        base_url=None,
+        api_key_env=None,
+        organization=None,
+        api_version=None,
+        batch_size=512,
+        max_concurrency=8,
+        max_retries=8,
+        timeout=60.0,
+        long_input="error",
+        encoding_format="base64",
+        on_invalid_text="error",
+        cache="default",
+        verbose=False,
+    ):
+        self.model = model
+        self.dimensions = dimensions
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.organization = organization
+        self.api_version = api_version
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.long_input = long_input
+        self.encoding_format = encoding_format
+        self.on_invalid_text = on_invalid_text
+        self.cache = cache
+        self.verbose = verbose
+
+    def _make_backend(self):
+        return OpenAIBackend(
+            model=self.model,
+            dimensions=self.dimensions,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            organization=self.organization,
+            api_version=self.api_version,
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+            long_input=self.long_input,
+            encoding_format=self.encoding_format,
+            progress=self.verbose,
+        )
+
+    def _output_dim(self):
+        return self.dimensions or resolve_model(self.model).native_dim

@@ -1,0 +1,426 @@
+"""OpenAI (and OpenAI-compatible, and Azure OpenAI) embeddings over the official SDK.
+
+The SDK does the HTTP; this module decides what to send and what to do with each
+answer: requests planned within the API's limits, several in flight at once, paced by
+the account's rate limits, retried where retrying can help (429, 5xx, timeouts, dropped
+connections) and nowhere else, and answered vectors handed to the caller as each
+request returns. The SDK's own retries are switched off (``max_retries=0``) because a
+429 must pause *every* sender of the job, which only a shared limiter can do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
+from .._tokens import count_tokens
+from ._base import EmbeddingAPIError
+from ._planner import plan_pieces, plan_requests
+from ._rate_limit import RateLimiter
+
+__all__ = ["OpenAIBackend", "endpoint_identity"]
+
+#: Keep each request this far under the API's 300k-token cap, so that a server whose
+#: tokenizer counts slightly differently from tiktoken still accepts it.
+TOKEN_MARGIN = 0.9
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_BACKOFF_BASE = 0.5  # seconds, doubled on each retry
+_BACKOFF_CAP = 20.0
+
+
+def endpoint_identity(base_url, api_version=None):
+    """The endpoint's identity for cache keys: the URL without credentials or query.
+
+    ``None`` (the SDK's default endpoint, or ``OPENAI_BASE_URL`` when set) is resolved
+    the way the SDK resolves it, so the identity names the server that answers.
+
+    Examples
+    --------
+    >>> endpoint_identity("https://user:secret@example.org/v1/?key=1")
+    'https://example.org/v1'
+    """
+    url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if not url:
+        return "openai"
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    identity = urlunsplit((parts.scheme.lower(), host.lower(), parts.path.rstrip("/"), "", ""))
+    return f"{identity}@azure-{api_version}" if api_version else identity
+
+
+@dataclass
+class _Outcome:
+    """What became of (part of) one planned request."""
+
+    pieces: np.ndarray
+    vectors: np.ndarray | None = None
+    error: EmbeddingAPIError | None = None
+
+
+class _Stopped(Exception):
+    """The job is being stopped by an error elsewhere: do not send."""
+
+
+class _RequestFailed(Exception):
+    """One HTTP request failed for good; carries what the caller needs to decide."""
+
+    def __init__(self, status, message, too_large=False):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.too_large = too_large
+
+
+class OpenAIBackend:
+    """Embeds texts through an OpenAI-compatible ``/embeddings`` endpoint.
+
+    Parameters mirror :class:`skembed.OpenAIEmbeddingTransformer`, which documents them.
+    The API key is read from the environment when the first request is made and lives
+    only inside the SDK client, which this object never pickles.
+    """
+
+    def __init__(
+        self,
+        *,
+        model="text-embedding-3-small",
+        dimensions=None,
+        base_url=None,
+        api_key_env=None,
+        organization=None,
+        api_version=None,
+        batch_size=512,
+        max_concurrency=8,
+        max_retries=8,
+        timeout=60.0,
+        long_input="error",
+        encoding_format="base64",
+        progress=False,
+    ):
+        self.info = resolve_model(model, dimensions=dimensions)
+        self.dimensions = dimensions
+        self.n_dimensions = dimensions or self.info.native_dim
+        self.base_url = base_url
+        self.api_version = api_version
+        self.api_key_env = api_key_env or (
+            "AZURE_OPENAI_API_KEY" if api_version else "OPENAI_API_KEY"
+        )
+        self.organization = organization
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.long_input = long_input
+        self.encoding_format = encoding_format
+        self.progress = progress
+        self.cache_namespace = "|".join(
+            ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
+        )
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    # -- the SDK client ---------------------------------------------------------------
+
+    def _api_key(self):
+        key = os.environ.get(self.api_key_env, "")
+        if not key.strip():
+            raise EmbeddingAPIError(
+                f"No API key: the environment variable {self.api_key_env} is not set. "
+                "Set it (or name another variable with api_key_env=...) before embedding "
+                "texts that are not in the cache."
+            )
+        return key
+
+    def client(self):
+        """The SDK client, built on first use (thread-safe)."""
+        with self._client_lock:
+            if self._client is None:
+                import openai
+
+                common = {"api_key": self._api_key(), "max_retries": 0, "timeout": self.timeout}
+                if self.api_version:
+                    self._client = openai.AzureOpenAI(
+                        azure_endpoint=self.base_url, api_version=self.api_version, **common
+                    )
+                else:
+                    self._client = openai.OpenAI(
+                        base_url=self.base_url, organization=self.organization, **common
+                    )
+            return self._client
+
+    def _scrub(self, message):
+        """Remove the API key from a message that came from elsewhere."""
+        key = os.environ.get(self.api_key_env, "")
+        return message.replace(key, "***") if len(key) >= 4 else message
+
+    # -- one HTTP request, with retries -----------------------------------------------
+
+    def _post(self, texts, n_tokens, limiter, stop):
+        """Send one request until it succeeds, fails for good, or the job stops."""
+        import openai
+
+        params = {"model": self.info.name, "input": texts, "encoding_format": self.encoding_format}
+        if self.dimensions is not None and self.info.supports_dimensions:
+            params["dimensions"] = self.dimensions
+        client = self.client()
+        attempt = 0
+        while True:
+            if not limiter.acquire(n_tokens, stop):
+                raise _Stopped
+            try:
+                raw = client.embeddings.with_raw_response.create(**params)
+            except openai.APIStatusError as error:
+                headers = error.response.headers
+                limiter.observe(headers)
+                message = self._scrub(_api_message(error))
+                status = error.status_code
+                if status == 429 and "too large" in message.lower():
+                    raise _RequestFailed(status, message, too_large=True) from None
+                if status not in _RETRYABLE_STATUS and status < 500:
+                    raise _RequestFailed(status, message) from None
+                delay = _retry_after(headers)
+                if status == 429:
+                    # Everyone waits: the account, not this request, is over its limit.
+                    limiter.pause(delay if delay is not None else _backoff(attempt))
+                failure = (status, message)
+            except openai.APIConnectionError as error:  # includes APITimeoutError
+                delay, failure = None, (None, self._scrub(str(error) or type(error).__name__))
+            else:
+                limiter.observe(raw.headers, n_tokens)
+                return self._decode(raw.http_response.content, len(texts))
+            attempt += 1
+            if attempt > self.max_retries:
+                status, message = failure
+                raise _RequestFailed(
+                    status, f"gave up after {self.max_retries} retries; last error: {message}"
+                )
+            if stop.wait(delay if delay is not None else _backoff(attempt - 1)):
+                raise _Stopped
+
+    def _decode(self, content, n_inputs):
+        """Parse a response body into an ``(n_inputs, d)`` array, ordered by ``index``."""
+        try:
+            body = json.loads(content)
+            items = body["data"]
+            order = np.array([item["index"] for item in items], dtype=np.intp)
+            rows = [item["embedding"] for item in items]
+            if rows and isinstance(rows[0], str):
+                vectors = np.stack(
+                    [np.frombuffer(base64.b64decode(row), dtype="<f4") for row in rows]
+                )
+            else:
+                vectors = np.asarray(rows, dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as error:
+            raise _RequestFailed(None, f"malformed response ({error})") from None
+        if vectors.ndim != 2 or sorted(order.tolist()) != list(range(n_inputs)):
+            raise _RequestFailed(
+                None,
+                f"malformed response: expected {n_inputs} embeddings indexed 0..{n_inputs - 1}",
+            )
+        if self.n_dimensions is not None and vectors.shape[1] != self.n_dimensions:
+            raise _RequestFailed(
+                None,
+                f"the server returned {vectors.shape[1]}-d vectors, but {self.n_dimensions} "
+                f"were expected for model {self.info.name!r}",
+            )
+        if not np.isfinite(vectors).all():
+            raise _RequestFailed(None, "the server returned non-finite values")
+        result = np.empty_like(vectors)
+        result[order] = vectors
+        return result
+
+    # -- a planned request, split when the service says so -----------------------------
+
+    def _run(self, pieces, texts, n_tokens, limiter, stop):
+        """Embed one planned request; returns its outcomes (several if it was split)."""
+        result = self._attempt(pieces, texts, n_tokens, limiter, stop)
+        if not isinstance(result, _RequestFailed):
+            return [result] if result is not None else []
+        return self._split(pieces, result, texts, n_tokens, limiter, stop)
+
+    def _attempt(self, pieces, texts, n_tokens, limiter, stop):
+        """One request (with its retries): an outcome, a failure, or None if stopped."""
+        try:
+            batch = [texts[i] for i in pieces]
+            vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop)
+        except _RequestFailed as failure:
+            return failure
+        except _Stopped:
+            return None
+        return _Outcome(pieces, vectors=vectors)
+
+    def _split(self, pieces, failure, texts, n_tokens, limiter, stop):
+        """Narrow a refused request down to the inputs at fault, keeping the rest.
+
+        A request too large for the rate limit is halved until it passes; a 400 is
+        halved to find the rows the API rejects. When both halves of a 400 fail with the
+        request's own message, the fault is the request (a parameter), not a row, and
+        splitting stops: a row at fault costs about two requests per halving, a
+        request-wide fault two requests in all.
+        """
+        if len(pieces) == 1 or not (failure.too_large or failure.status == 400):
+            return [_Outcome(pieces, error=self._error(failure, pieces))]
+        halves = (pieces[: len(pieces) // 2], pieces[len(pieces) // 2 :])
+        results = [self._attempt(half, texts, n_tokens, limiter, stop) for half in halves]
+        if failure.status == 400 and all(
+            isinstance(r, _RequestFailed) and r.message == failure.message for r in results
+        ):
+            return [_Outcome(pieces, error=self._error(failure, pieces))]
+        outcomes = []
+        for half, result in zip(halves, results, strict=True):
+            if isinstance(result, _RequestFailed):
+                outcomes += self._split(half, result, texts, n_tokens, limiter, stop)
+            elif result is not None:
+                outcomes.append(result)
+        return outcomes
+
+    def _error(self, failure, pieces):
+        status = f"HTTP {failure.status}" if failure.status else "no answer"
+        if failure.status in (401, 403):
+            message = (
+                f"The embeddings API refused the API key read from ${self.api_key_env} "
+                f"({status}): {failure.message}"
+            )
+            return EmbeddingAPIError(
+                message, status_code=failure.status, api_message=failure.message
+            )
+        if failure.status == 404:
+            message = f"Model {self.info.name!r} not found ({status}): {failure.message}"
+            return EmbeddingAPIError(message, status_code=404, api_message=failure.message)
+        message = f"The embeddings API failed ({status}): {failure.message}"
+        return EmbeddingAPIError(
+            message, rows=pieces, status_code=failure.status, api_message=failure.message
+        )
+
+    # -- the whole job ------------------------------------------------------------------
+
+    def embed(self, texts, on_result=None):
+        """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`."""
+        counts = count_tokens(texts, self.info.encoding)
+        pieces = plan_pieces(
+            texts,
+            counts,
+            max_input_tokens=self.info.max_input_tokens,
+            long_input=self.long_input,
+            encoding=self.info.encoding,
+        )
+        piece_texts = [p.text for p in pieces]
+        piece_tokens = np.array([p.n_tokens for p in pieces], dtype=np.int64)
+        owners = np.array([p.owner for p in pieces], dtype=np.intp)
+        requests = plan_requests(
+            piece_tokens,
+            max_inputs=min(self.batch_size, MAX_INPUTS_PER_REQUEST),
+            max_tokens=int(MAX_TOKENS_PER_REQUEST * TOKEN_MARGIN),
+            min_requests=self.max_concurrency,
+        )
+        assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
+        limiter, stop = RateLimiter(), threading.Event()
+        errors = []
+        with (
+            _progress_bar(len(texts), self.progress) as bar,
+            ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed") as pool,
+        ):
+            pending = {
+                pool.submit(self._run, request, piece_texts, piece_tokens, limiter, stop)
+                for request in requests
+            }
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future.cancelled():
+                        continue
+                    try:
+                        outcomes = future.result()
+                    except _Stopped:
+                        continue
+                    for outcome in outcomes:
+                        if outcome.error is None:
+                            bar.update(assembler.add(outcome.pieces, outcome.vectors))
+                        elif not errors:
+                            errors.append(outcome.error)
+                            # Stop sending; requests in flight finish and are kept.
+                            stop.set()
+                            for future_left in pending:
+                                future_left.cancel()
+        if errors:
+            error = errors[0]
+            rows = np.unique(owners[list(error.rows)]) if error.rows else ()
+            raise error.with_rows(rows, error.message)
+        return assembler.result()
+
+
+class _Assembler:
+    """Gathers piece vectors into one vector per text, handing each text on when complete."""
+
+    def __init__(self, n_texts, owners, piece_tokens, on_result):
+        self.owners = owners
+        self.weights = piece_tokens.astype(np.float32)
+        self.missing = np.bincount(owners, minlength=n_texts)
+        self.chunked = self.missing > 1
+        self.on_result = on_result
+        self.out = None
+        self.n_texts = n_texts
+
+    def add(self, pieces, vectors):
+        """Take the vectors of ``pieces``; returns how many texts this completed."""
+        if self.out is None:
+            self.out = np.zeros((self.n_texts, vectors.shape[1]), dtype=np.float32)
+        owners = self.owners[pieces]
+        # Chunks add up weighted by their tokens; a whole text's row is set once.
+        np.add.at(self.out, owners, vectors * self.weights[pieces, None])
+        np.subtract.at(self.missing, owners, 1)
+        complete = np.unique(owners[self.missing[owners] == 0])
+        if len(complete):
+            rows = self.out[complete]
+            self.out[complete] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            if self.on_result is not None:
+                self.on_result(complete, self.out[complete])
+        return len(complete)
+
+    def result(self):
+        return self.out
+
+
+def _api_message(error):
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(error, "message", error))
+
+
+def _retry_after(headers):
+    """Seconds the server asked us to wait (``retry-after-ms`` first), or ``None``."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if 0 <= seconds <= 120:
+            return seconds
+    return None
+
+
+def _backoff(attempt):
+    """Exponential back-off with jitter, so that retrying threads do not move in step."""
+    return min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _progress_bar(total, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="text", desc="Embedding", leave=False)

@@ -1,0 +1,20 @@
+"""The fake OpenAI server fixtures (the offline environment is set in ../conftest.py)."""
+
+import pytest
+
+from tests.fake_openai import FakeOpenAIServer
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server():
+    """One fake OpenAI server process for the whole session."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_server(fake_openai_server, monkeypatch):
+    """The session's fake server with default config and empty stats; its key in the env."""
+    fake_openai_server.reset()
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai_server.api_key)
+    return fake_openai_server

@@ -1,0 +1,438 @@
+"""The fake OpenAI server behaves like the real API, as seen by the official SDK."""
+
+import base64
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import openai
+import pytest
+
+from skembed._tokens import count_tokens, get_encoding
+from tests.fake_openai import FakeOpenAIServer, expected_vector
+from tests.fake_openai._ratelimit import format_duration
+
+MODEL = "text-embedding-3-small"
+TEXTS = ["hello world", "a second, longer text about cats", "émoji 🚀 and ünïcode"]
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def make_client(server, max_retries=0, **kwargs):
+    kwargs.setdefault("api_key", server.api_key)
+    return openai.OpenAI(base_url=server.base_url, max_retries=max_retries, **kwargs)
+
+
+def embed(server, **kwargs):
+    return make_client(server).embeddings.create(**{"model": MODEL, **kwargs})
+
+
+def post(server, body, path="/v1/embeddings", key="server"):
+    """Raw POST; returns (status, headers, JSON body)."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {server.api_key if key == 'server' else key}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data, headers=headers)
+    try:
+        with _OPENER.open(request, timeout=10) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read())
+
+
+def as_matrix(response):
+    rows = sorted(response.data, key=lambda item: item.index)
+    return np.array([row.embedding for row in rows], dtype=np.float32)
+
+
+def expected_matrix(texts, **kwargs):
+    return np.array([expected_vector(MODEL, text, **kwargs) for text in texts])
+
+
+def tokens(n):
+    """An input of exactly ``n`` tokens (token ids are counted one each)."""
+    return [[1000] * n]
+
+
+# -- vectors -----------------------------------------------------------------------------
+
+
+def test_vectors_are_expected_in_every_encoding(fake_server):
+    expected = expected_matrix(TEXTS)
+    assert expected.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(expected, axis=1), 1, atol=1e-6)
+    # The SDK asks for base64 and decodes it when no format is given.
+    default = embed(fake_server, input=TEXTS)
+    floats = embed(fake_server, input=TEXTS, encoding_format="float")
+    raw = embed(fake_server, input=TEXTS, encoding_format="base64")
+    decoded = [np.frombuffer(base64.b64decode(row.embedding), "<f4") for row in raw.data]
+    by_index = np.array([decoded[[row.index for row in raw.data].index(i)] for i in range(3)])
+    for matrix in (as_matrix(default), as_matrix(floats), by_index):
+        np.testing.assert_array_equal(matrix, expected)
+    assert default.usage.prompt_tokens == default.usage.total_tokens == count_tokens(TEXTS).sum()
+    assert default.model == MODEL and default.object == "list"
+
+
+def test_dimensions_truncate_and_renormalise(fake_server):
+    response = embed(fake_server, input=TEXTS, dimensions=256)
+    native = expected_matrix(TEXTS)
+    truncated = native[:, :256] / np.linalg.norm(native[:, :256], axis=1, keepdims=True)
+    assert as_matrix(response).shape == (3, 256)
+    np.testing.assert_array_equal(as_matrix(response), expected_matrix(TEXTS, dimensions=256))
+    np.testing.assert_allclose(as_matrix(response), truncated, atol=1e-6)
+    large = embed(fake_server, model="text-embedding-3-large", input="x")
+    assert len(large.data[0].embedding) == 3072
+
+
+def test_token_id_inputs_get_the_vector_of_their_text(fake_server):
+    encoding = get_encoding("cl100k_base")
+    ids = [encoding.encode(text) for text in TEXTS]
+    single = embed(fake_server, input=ids[0])
+    several = embed(fake_server, input=ids)
+    np.testing.assert_array_equal(as_matrix(single)[0], expected_vector(MODEL, TEXTS[0]))
+    np.testing.assert_array_equal(as_matrix(several), expected_matrix(TEXTS))
+    assert several.usage.prompt_tokens == sum(map(len, ids))
+    assert fake_server.stats()["text_counts"] == {TEXTS[0]: 2, TEXTS[1]: 1, TEXTS[2]: 1}
+
+
+def test_data_is_shuffled_but_indexed(fake_server):
+    texts = [f"text {i}" for i in range(64)]
+    response = embed(fake_server, input=texts)
+    indices = [row.index for row in response.data]
+    assert sorted(indices) == list(range(64)) and indices != sorted(indices)
+    np.testing.assert_array_equal(as_matrix(response), expected_matrix(texts))
+    fake_server.configure(shuffle=False)
+    assert [row.index for row in embed(fake_server, input=texts).data] == list(range(64))
+
+
+def test_bag_of_words_vectors_follow_shared_words(fake_server):
+    fake_server.configure(vector_mode="bag_of_words")
+    texts = ["the cat sat on the mat", "The cat sat on a mat!", "stock markets fell sharply"]
+    vectors = as_matrix(embed(fake_server, input=texts))
+    expected = expected_matrix(texts, vector_mode="bag_of_words")
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    assert vectors[0] @ vectors[1] > 0.6 > 0.2 > abs(vectors[0] @ vectors[2])
+
+
+def test_extra_models_without_dimensions_support(fake_server):
+    fake_server.configure(extra_models={"local-model": 8})
+    response = embed(fake_server, model="local-model", input=TEXTS)
+    expected = [expected_vector("local-model", text, native_dim=8) for text in TEXTS]
+    np.testing.assert_array_equal(as_matrix(response), expected)
+    with pytest.raises(openai.BadRequestError, match="does not support specifying dimensions"):
+        embed(fake_server, model="local-model", input="x", dimensions=4)
+
+
+# -- validation and auth -----------------------------------------------------------------
+
+_LONG = "word" + " word" * 8192  # 8193 tokens
+_INVALID_INPUT = "'$.input' is invalid. Please check the API reference"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "message"),
+    [
+        ({"input": ""}, 400, None, _INVALID_INPUT),
+        ({"input": ["a", ""]}, 400, None, _INVALID_INPUT),
+        ({"input": []}, 400, None, _INVALID_INPUT),
+        ({"input": [[1, 2], []]}, 400, None, _INVALID_INPUT),
+        ({"input": ["a", 1]}, 400, None, _INVALID_INPUT),
+        ({"input": ["x"] * 2049}, 400, None, _INVALID_INPUT),
+        (
+            {"input": [_LONG]},
+            400,
+            None,
+            "maximum context length is 8192 tokens, however you requested 8193 tokens",
+        ),
+        (
+            {"input": ["word" + " word" * 7999] * 38},
+            400,
+            "max_tokens_per_request",
+            "Requested 304000 tokens, max 300000 tokens per request",
+        ),
+        (
+            {"input": "x", "model": "no-such-model"},
+            404,
+            "model_not_found",
+            "The model `no-such-model` does not exist",
+        ),
+        (
+            {"input": "x", "model": "text-embedding-ada-002", "dimensions": 8},
+            400,
+            None,
+            "This model does not support specifying dimensions.",
+        ),
+        ({"input": "x", "dimensions": 0}, 400, "integer_below_min_value", "'dimensions'"),
+        ({"input": "x", "dimensions": 1537}, 400, None, "maximum dimensions is 1536"),
+        ({"input": "x", "encoding_format": "int8"}, 400, None, "'encoding_format'"),
+        ({"input": "x", "extra_body": {"foo": 1}}, 400, None, "argument supplied: foo"),
+    ],
+)
+def test_validation_errors(fake_server, kwargs, status, code, message):
+    with pytest.raises(openai.APIStatusError) as info:
+        embed(fake_server, **kwargs)
+    error = info.value
+    assert error.status_code == status
+    assert set(error.body) == {"message", "type", "param", "code"}
+    assert error.code == code
+    assert message in error.body["message"]
+    stats = fake_server.stats()
+    assert stats["requests_by_status"] == {str(status): 1}
+    assert stats["inputs"] == stats["tokens"] == 0
+
+
+def test_malformed_json_and_unknown_route(fake_server):
+    status, _, body = post(fake_server, b"{not json")
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith("We could not parse the JSON body")
+    status, _, body = post(fake_server, {}, path="/v1/nothing")
+    assert (status, body["error"]["message"]) == (404, "Invalid URL (POST /v1/nothing)")
+
+
+def test_missing_and_wrong_api_key(fake_server):
+    status, _, body = post(fake_server, {"model": MODEL, "input": "x"}, key=None)
+    assert status == 401 and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"].startswith("You didn't provide an API key.")
+    assert body["error"]["code"] is None
+    wrong = "sk-wrongkey-0123456789abcdefWXYZ"
+    with pytest.raises(openai.AuthenticationError) as info:
+        embed_with = make_client(fake_server, api_key=wrong)
+        embed_with.embeddings.create(model=MODEL, input="x")
+    assert info.value.code == "invalid_api_key"
+    message = info.value.body["message"]
+    assert message.startswith("Incorrect API key provided: sk-wr*") and "WXYZ." in message
+    assert wrong not in message and "0123456789" not in message
+    assert fake_server.stats()["requests_by_status"] == {"401": 2}
+
+
+def test_sent_sizes_count_rejected_requests(fake_server):
+    embed(fake_server, input=["a", "b"])
+    embed(fake_server, input=["a"])
+    with pytest.raises(openai.BadRequestError):
+        embed(fake_server, input=["y"] * 2049)
+    stats = fake_server.stats()
+    assert stats["max_inputs_per_request"] == 2 and stats["max_tokens_per_request"] == 2
+    assert stats["max_inputs_per_request_sent"] == 2049
+    assert stats["max_tokens_per_request_sent"] == 2049
+    assert (stats["inputs"], stats["tokens"], stats["requests"]) == (3, 3, 3)
+    assert stats["text_counts"] == {"a": 2, "b": 1} and stats["times_embedded_max"] == 2
+    assert "text_counts" not in fake_server.stats(texts=False)
+
+
+# -- rate limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.12, "120ms"), (1, "1s"), (1.5, "1.5s"), (360, "6m0s"), (3725.5, "1h2m5.5s")],
+)
+def test_format_duration_like_the_api(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_no_ratelimit_headers_without_limits(fake_server):
+    _, headers, _ = post(fake_server, {"model": MODEL, "input": "x"})
+    assert not [name for name in headers if name.lower().startswith("x-ratelimit")]
+
+
+def test_token_limit_429_consumes_nothing(fake_server):
+    fake_server.configure(tpm=12)  # a bucket of 12 tokens, refilled at 0.2 token/s
+    status, headers, _ = post(fake_server, {"model": MODEL, "input": tokens(10)})
+    assert status == 200
+    assert headers["x-ratelimit-limit-tokens"] == "12"
+    assert headers["x-ratelimit-remaining-tokens"] == "2"
+    assert re.fullmatch(r"(4\d(\.\d+)?|50)s", headers["x-ratelimit-reset-tokens"])
+    assert "x-ratelimit-limit-requests" not in headers
+
+    status, headers, body = post(fake_server, {"model": MODEL, "input": tokens(10)})
+    assert status == 429
+    error = body["error"]
+    assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
+    assert "on tokens per min (TPM): Limit 12, Used 10, Requested 10." in error["message"]
+    assert 35_000 <= int(headers["retry-after-ms"]) <= 40_000
+    assert headers["retry-after"] == "40"
+    assert headers["x-ratelimit-remaining-tokens"] == "2"
+
+    status, headers, _ = post(fake_server, {"model": MODEL, "input": tokens(2)})
+    assert status == 200 and headers["x-ratelimit-remaining-tokens"] == "0"
+    stats = fake_server.stats()
+    assert stats["tokens"] == 12
+    assert stats["requests_by_status"] == {"200": 2, "429": 1}
+
+
+def test_request_too_large_for_the_token_bucket(fake_server):
+    fake_server.configure(tpm=12)
+    status, headers, body = post(fake_server, {"model": MODEL, "input": tokens(13)})
+    assert status == 429
+    message = body["error"]["message"]
+    assert message.startswith(f"Request too large for {MODEL} in organization")
+    assert "Limit 12, Requested 13. The input or output tokens must be reduced" in message
+    assert "retry-after" not in headers and "retry-after-ms" not in headers
+    assert headers["x-ratelimit-remaining-tokens"] == "12"
+
+
+def test_request_limit_and_reconfiguring_refills(fake_server):
+    fake_server.configure(rpm=2)
+    assert [post(fake_server, {"model": MODEL, "input": "x"})[0] for _ in range(2)] == [200, 200]
+    status, headers, body = post(fake_server, {"model": MODEL, "input": "x"})
+    assert status == 429 and body["error"]["type"] == "requests"
+    assert "on requests per min (RPM): Limit 2, Used 2, Requested 1." in body["error"]["message"]
+    assert 29_000 <= int(headers["retry-after-ms"]) <= 30_000
+    fake_server.configure(rpm=2)  # a new limit starts with a full bucket
+    status, headers, _ = post(fake_server, {"model": MODEL, "input": "x"})
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "1"
+
+
+def test_sdk_waits_retry_after_ms_and_succeeds(fake_server):
+    fake_server.configure(tpm=6000, burst_seconds=1)  # bucket of 100, 100 tokens/s
+    client = make_client(fake_server, max_retries=2)
+    client.embeddings.create(model=MODEL, input=tokens(80))
+    start = time.perf_counter()
+    client.embeddings.create(model=MODEL, input=tokens(80))
+    assert 0.55 <= time.perf_counter() - start < 5.0
+    assert fake_server.stats()["requests_by_status"] == {"200": 2, "429": 1}
+
+
+# -- latency and faults ------------------------------------------------------------------
+
+
+def test_latency_is_applied(fake_server):
+    fake_server.configure(latency=0.2, latency_per_1k_tokens=0.2)
+    start = time.perf_counter()
+    embed(fake_server, input=tokens(1000))
+    assert time.perf_counter() - start >= 0.4
+
+
+@pytest.mark.parametrize(
+    ("fault", "exception", "status"),
+    [
+        ({"kind": "500"}, openai.InternalServerError, "500"),
+        ({"kind": "503"}, openai.InternalServerError, "503"),
+        ({"kind": "429", "retry_after": 0.25}, openai.RateLimitError, "429"),
+        ({"kind": "drop"}, openai.APIConnectionError, "drop"),
+        ({"kind": "timeout", "seconds": 2.0}, openai.APITimeoutError, "timeout"),
+    ],
+)
+def test_each_fault_kind(fake_server, fault, exception, status):
+    fake_server.configure(faults=[fault], tpm=1000)
+    client = make_client(fake_server, timeout=0.5 if status == "timeout" else 30)
+    with pytest.raises(exception) as info:
+        client.embeddings.create(model=MODEL, input="x")
+    if status == "429":
+        assert info.value.response.headers["retry-after-ms"] == "250"
+    if status in ("500", "503"):
+        assert info.value.body["type"] == "server_error"
+    if status == "drop":
+        assert not isinstance(info.value, openai.APITimeoutError)
+    response = make_client(fake_server).embeddings.with_raw_response.create(model=MODEL, input="x")
+    assert response.headers["x-ratelimit-remaining-tokens"] == "999"  # the fault was free
+    if status != "timeout":  # that request is still sleeping on the server
+        stats = fake_server.stats()
+        assert stats["requests_by_status"] == {status: 1, "200": 1}
+        assert stats["tokens"] == 1
+
+
+def test_faults_are_consumed_in_order(fake_server):
+    fake_server.configure(faults=[{"kind": "ok"}, {"kind": "500"}])
+    client = make_client(fake_server)
+    client.embeddings.create(model=MODEL, input="x")
+    with pytest.raises(openai.InternalServerError):
+        client.embeddings.create(model=MODEL, input="x")
+    client.embeddings.create(model=MODEL, input="x")
+
+
+def test_random_faults_are_reproducible(fake_server):
+    def statuses():
+        fake_server.reset()
+        fake_server.configure(p_500=0.5, fault_seed=3)
+        return [post(fake_server, {"model": MODEL, "input": "x"})[0] for _ in range(12)]
+
+    first = statuses()
+    assert first == statuses() and set(first) == {200, 500}
+
+
+def test_sdk_retries_recover_from_a_500(fake_server):
+    fake_server.configure(faults=[{"kind": "500"}])
+    response = make_client(fake_server, max_retries=2).embeddings.create(model=MODEL, input="x")
+    np.testing.assert_array_equal(as_matrix(response)[0], expected_vector(MODEL, "x"))
+    stats = fake_server.stats()
+    assert stats["requests"] == 2 and stats["requests_by_status"] == {"500": 1, "200": 1}
+
+
+def test_peak_concurrency(fake_server):
+    fake_server.configure(latency=0.5)
+    client = make_client(fake_server)
+    barrier = threading.Barrier(4)
+
+    def call(i):
+        barrier.wait()
+        client.embeddings.create(model=MODEL, input=f"text {i}")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = fake_server.stats()
+    assert stats["peak_concurrency"] == 4 and stats["requests_by_status"] == {"200": 4}
+
+
+# -- Azure, control and the controller ---------------------------------------------------
+
+
+def test_azure_route(fake_server):
+    def azure(api_key):
+        return openai.AzureOpenAI(
+            azure_endpoint=fake_server.url,
+            api_version="2024-02-01",
+            api_key=api_key,
+            max_retries=0,
+        )
+
+    response = azure(fake_server.api_key).embeddings.create(model=MODEL, input=TEXTS)
+    np.testing.assert_array_equal(as_matrix(response), expected_matrix(TEXTS))
+    with pytest.raises(openai.AuthenticationError) as info:
+        azure("wrong-key-0000000000000").embeddings.create(model=MODEL, input="x")
+    assert info.value.code == "401" and "wrong-key" not in str(info.value)
+    with pytest.raises(openai.NotFoundError) as info:
+        azure(fake_server.api_key).embeddings.create(model="my-deployment", input="x")
+    assert info.value.code == "DeploymentNotFound"
+    status, _, _ = post(fake_server, {"input": "x"}, path=f"/openai/deployments/{MODEL}/embeddings")
+    assert status == 404  # no api-version
+
+
+def test_control_reset_and_reset_stats(fake_server):
+    fake_server.configure(api_key="sk-changed-key-000000000000")
+    assert fake_server.api_key == "sk-changed-key-000000000000"
+    embed(fake_server, input="x")
+    with pytest.raises(ValueError, match="vector_mode"):
+        fake_server.configure(vector_mode="nope")
+    with pytest.raises(ValueError, match="Unknown configuration keys"):
+        fake_server.configure(rpn=3)
+    fake_server.reset_stats()
+    assert fake_server.stats()["requests"] == 0
+    embed(fake_server, input="x")  # reset_stats keeps the configuration
+    fake_server.reset()
+    assert fake_server.api_key != "sk-changed-key-000000000000"
+    assert fake_server.stats()["requests"] == 0
+    embed(fake_server, input="x")
+
+
+def test_controller_lifecycle():
+    with pytest.raises(ValueError, match="burst_seconds"):
+        FakeOpenAIServer(burst_seconds=0)
+    with FakeOpenAIServer(api_key="sk-own-key-0000000000000", latency=0.01) as server:
+        process = server._process
+        assert embed(server, input="x").usage.prompt_tokens == 1
+        server.configure(latency=0.0)
+        server.reset()
+        assert embed(server, input="x").usage.prompt_tokens == 1
+    assert process.returncode == 0  # SIGTERM is a clean shutdown
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.base_url
+    with pytest.raises(RuntimeError, match="did not report its port"):
+        FakeOpenAIServer(start_timeout=0.001).start()
