@@ -122,7 +122,9 @@ def count_tokens(texts, encoding="cl100k_base"):
     """
     enc = get_encoding(encoding)
     # encode_ordinary: special-token strings in user text are plain text to the API too.
-    lengths = [len(ids) for ids in enc.encode_ordinary_batch(list(texts))]
+    # A plain loop: encode_ordinary_batch starts a thread pool per call, which measured
+    # 2-3x slower on short texts and 2 cores.
+    lengths = [len(enc.encode_ordinary(text)) for text in texts]
     return np.asarray(lengths, dtype=np.int64)
 
 

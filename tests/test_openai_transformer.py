@@ -12,11 +12,11 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.utils import estimator_checks
 
 from skembed import OpenAIEmbeddingTransformer
 from skembed._tokens import chunk_text, count_tokens
 from skembed.backends import EmbeddingAPIError, InputTooLongError
+from tests._sklearn_checks import TEXT_ESTIMATOR_CHECKS
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -307,21 +307,8 @@ def test_azure_endpoint(fake_server, monkeypatch):
 
 # -- sklearn contract ---------------------------------------------------------------------
 
-DATA_FREE_CHECKS = [
-    estimator_checks.check_estimator_cloneable,
-    estimator_checks.check_estimator_tags_renamed,
-    estimator_checks.check_valid_tag_types,
-    estimator_checks.check_estimator_repr,
-    estimator_checks.check_no_attributes_set_in_init,
-    estimator_checks.check_mixin_order,
-    estimator_checks.check_parameters_default_constructible,
-    estimator_checks.check_get_params_invariance,
-    estimator_checks.check_set_params,
-    estimator_checks.check_do_not_raise_errors_in_init_or_set_params,
-]
 
-
-@pytest.mark.parametrize("check", DATA_FREE_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", TEXT_ESTIMATOR_CHECKS, ids=lambda c: c.__name__)
 def test_sklearn_data_free_checks(check):
     check("OpenAIEmbeddingTransformer", OpenAIEmbeddingTransformer())
 

@@ -323,9 +323,20 @@ class OpenAIBackend:
             max_tokens=int(MAX_TOKENS_PER_REQUEST * TOKEN_MARGIN),
             min_requests=self.max_concurrency,
         )
+        self.client()  # no key: fail here, before any thread starts
         assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
         limiter, stop = RateLimiter(), threading.Event()
         errors = []
+
+        def fail(error):
+            # The first error stops the job: nothing new is sent, requests in flight
+            # finish and their vectors are kept (they are paid for).
+            if not errors:
+                stop.set()
+                for future_left in pending:
+                    future_left.cancel()
+            errors.append(error)
+
         with (
             _progress_bar(len(texts), self.progress) as bar,
             ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed") as pool,
@@ -341,19 +352,18 @@ class OpenAIBackend:
                         continue
                     try:
                         outcomes = future.result()
-                    except _Stopped:
+                    except Exception as error:  # a bug or a failing callback: stop cleanly
+                        fail(error)
                         continue
                     for outcome in outcomes:
                         if outcome.error is None:
                             bar.update(assembler.add(outcome.pieces, outcome.vectors))
-                        elif not errors:
-                            errors.append(outcome.error)
-                            # Stop sending; requests in flight finish and are kept.
-                            stop.set()
-                            for future_left in pending:
-                                future_left.cancel()
+                        else:
+                            fail(outcome.error)
         if errors:
             error = errors[0]
+            if not isinstance(error, EmbeddingAPIError):
+                raise error
             rows = np.unique(owners[list(error.rows)]) if error.rows else ()
             raise error.with_rows(rows, error.message)
         return assembler.result()

@@ -1,0 +1,139 @@
+"""Throughput of OpenAIEmbeddingTransformer against a cookbook-style sequential client.
+
+Both talk to our fake OpenAI server, started here as a separate process, through the
+official SDK. Two scenarios, each measured against its baseline in the same run:
+
+- latency-bound: 4,000 texts of 5-120 words; the server takes 150 ms per request plus
+  20 ms per 1k tokens and sets no rate limit. The baseline sends requests of 2048 inputs
+  one after the other (as the OpenAI cookbook does). Target: >= 4x its texts/s.
+- rate-limited: a tokens-per-minute limit such that an ideal client needs about 20 s,
+  enforced over 3-second windows. Target: >= 0.9 of the limit, bounded 429s, no error
+  surfaced to the user.
+
+Run from the repository root::
+
+    python benchmarks/bench_throughput.py [--texts 4000] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import openai  # noqa: E402
+
+from skembed import OpenAIEmbeddingTransformer  # noqa: E402
+from skembed._tokens import count_tokens  # noqa: E402
+from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+
+MODEL = "text-embedding-3-small"
+
+
+def make_texts(n, seed=0):
+    """``n`` distinct texts of 5-120 pseudo-words (so that de-duplication plays no part)."""
+    rng = np.random.default_rng(seed)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "qu", "xe"]
+    vocabulary = ["".join(rng.choice(syllables, rng.integers(1, 4))) for _ in range(3000)]
+    return [
+        f"{i} " + " ".join(rng.choice(vocabulary, rng.integers(5, 121))) for i in range(n)
+    ]
+
+
+def cookbook_client(server, texts, batch=2048):
+    """Sequential requests of 2048 inputs, the SDK's defaults otherwise."""
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key)
+    vectors = []
+    for start in range(0, len(texts), batch):
+        response = client.embeddings.create(model=MODEL, input=texts[start : start + batch])
+        vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def skembed_client(server, texts):
+    embedder = OpenAIEmbeddingTransformer(model=MODEL, base_url=server.base_url, cache=None)
+    return embedder.transform(texts)
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def latency_bound(server, texts, repeats):
+    server.configure(latency=0.15, latency_per_1k_tokens=0.02, rpm=None, tpm=None)
+    rows = {}
+    for name, client in (("cookbook (sequential, 2048/request)", cookbook_client),
+                         ("skembed", skembed_client)):
+        times = []
+        for _ in range(repeats):
+            server.reset_stats()
+            _, seconds = timed(client, server, texts)
+            times.append(seconds)
+        stats = server.stats(texts=False)
+        rows[name] = (float(np.median(times)), stats["requests"], stats["peak_concurrency"])
+    print("\n## latency-bound: 150 ms + 20 ms per 1k tokens, no rate limit")
+    print(f"{len(texts)} texts, {int(count_tokens(texts).sum())} tokens, median of {repeats}")
+    print("| client | seconds | texts/s | requests | peak concurrency |")
+    print("|---|---|---|---|---|")
+    for name, (seconds, requests, peak) in rows.items():
+        print(f"| {name} | {seconds:.2f} | {len(texts) / seconds:.0f} | {requests} | {peak} |")
+    base, ours = rows["cookbook (sequential, 2048/request)"][0], rows["skembed"][0]
+    print(f"ratio skembed / cookbook texts/s: {base / ours:.2f}x (target >= 4x)")
+
+
+def rate_limited(server, texts, target_seconds, burst_seconds=3.0):
+    total = int(count_tokens(texts).sum())
+    tpm = int(total / target_seconds * 60)
+    server.configure(latency=0.05, latency_per_1k_tokens=0.0, rpm=None, tpm=tpm,
+                     burst_seconds=burst_seconds)
+    server.reset_stats()
+    _, seconds = timed(skembed_client, server, texts)
+    stats = server.stats(texts=False)
+    ceiling = tpm / 60
+    burst = ceiling * burst_seconds  # the bucket starts full
+    print(f"\n## rate-limited: TPM {tpm} ({ceiling:.0f} tokens/s), {burst_seconds:.0f}-s windows")
+    print(f"{len(texts)} texts, {total} tokens; an ideal client needs "
+          f"{(total - burst) / ceiling:.1f} s after the initial burst")
+    print("| client | seconds | tokens/s | fraction of TPM ceiling | 429s | requests | errors |")
+    print("|---|---|---|---|---|---|---|")
+    achieved = (total - burst) / seconds
+    n429 = stats["requests_by_status"].get("429", 0)
+    print(f"| skembed | {seconds:.1f} | {total / seconds:.0f} | {achieved / ceiling:.3f} | "
+          f"{n429} | {stats['requests']} | 0 |")
+    server.reset_stats()
+    try:
+        _, seconds = timed(cookbook_client, server, texts)
+        outcome = f"{seconds:.1f} s"
+    except openai.OpenAIError as error:
+        outcome = f"failed: {type(error).__name__}"
+    stats = server.stats(texts=False)
+    print(f"| cookbook (sequential, SDK retries) | {outcome} | | | "
+          f"{stats['requests_by_status'].get('429', 0)} | {stats['requests']} | |")
+    print("(fraction = tokens beyond the initial burst / seconds / ceiling; target >= 0.9)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="time an ideal client needs in the rate-limited scenario")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    texts = make_texts(args.texts)
+    print(f"machine: {os.cpu_count()} cores; openai SDK {openai.__version__}")
+    with FakeOpenAIServer() as server:
+        os.environ["OPENAI_API_KEY"] = server.api_key
+        latency_bound(server, texts, args.repeats)
+        rate_limited(server, texts, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
