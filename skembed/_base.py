@@ -68,7 +68,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         backend = self._backend()
         if valid.all():
             vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache))
-            return vectors
+            return self._postprocess(vectors)
         if not valid.any():
             dim = self._output_dim()
             if dim is None:
@@ -76,9 +76,14 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             return np.zeros((len(texts), dim), dtype=np.float32)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
         vectors, _ = embed_texts(kept, backend, resolve_cache(self.cache))
+        vectors = self._postprocess(vectors)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         out[valid] = vectors
         return out
+
+    def _postprocess(self, vectors):
+        """Turn the backend's vectors into the output (a hook; identity by default)."""
+        return vectors
 
     def _backend(self):
         """The backend for the current parameters, reused while they do not change.

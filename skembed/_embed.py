@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,49 +84,16 @@ def embed_texts(texts, backend, cache=None):
     """
     start = time.perf_counter()
     unique, inverse = _deduplicate(texts)
-    namespace = backend.cache_namespace
-    keys = None
-    dim = getattr(backend, "n_dimensions", None)
-    n_sent = [0]  # distinct texts handed to the backend, across the probe and the fetch
-    vectors = None
-    todo = np.arange(len(unique))
-
-    if cache is not None:
-        from ._cache import cache_key
-
-        keys = [cache_key(namespace, text) for text in unique]
-        if dim is None:
-            # A model the registry does not know: learn its width from one text, so that
-            # the cache can be read (cached vectors are stored per width).
-            dim = _embed_and_store(backend, cache, unique, keys, np.array([0]), None, n_sent).shape[
-                1
-            ]
-        vectors = np.zeros((len(unique), dim), dtype=np.float32)
-        found, cached = cache.get(keys, dim)
-        vectors[found] = cached[found]
-        todo = np.flatnonzero(~found)
-
-    if len(todo):
-        # Hold the cross-process lock while fetching: a parallel fold waiting on it
-        # then finds our results in the cache instead of paying for them again.
-        with cache.lock(namespace) if cache is not None else nullcontext():
-            if cache is not None:
-                found, cached = cache.get([keys[i] for i in todo], dim)
-                vectors[todo[found]] = cached[found]
-                todo = todo[~found]
-            if len(todo):
-                try:
-                    fetched = _embed_and_store(backend, cache, unique, keys, todo, vectors, n_sent)
-                except EmbeddingError as error:
-                    raise _name_user_rows(error, todo, inverse) from error
-                if vectors is None:
-                    vectors = fetched
-
+    job = _Job(backend, cache, unique)
+    try:
+        vectors = job.run()
+    except EmbeddingError as error:
+        raise _name_user_rows(error, job.fetching, inverse) from error
     report = EmbeddingReport(
         n_rows=len(texts),
         n_unique=len(unique),
-        n_cache_hits=len(unique) - n_sent[0],
-        n_embedded=n_sent[0],
+        n_cache_hits=len(unique) - job.n_sent,
+        n_embedded=job.n_sent,
         seconds=time.perf_counter() - start,
     )
     logger.info(
@@ -139,21 +105,58 @@ def embed_texts(texts, backend, cache=None):
         type(backend).__name__,
         report.seconds,
     )
-    return vectors[inverse], report
+    # Without duplicates the distinct texts are the rows, in order: no copy needed.
+    return (vectors if len(unique) == len(texts) else vectors[inverse]), report
 
 
-def _embed_and_store(backend, cache, unique, keys, todo, vectors, n_sent):
-    """Embed ``unique[todo]``; store each batch in ``cache`` and ``vectors`` as it arrives."""
-    n_sent[0] += len(todo)
+class _Job:
+    """One call's work on distinct texts: cache reads, the fetch, write-through."""
 
-    def on_result(positions, batch):
-        rows = todo[positions]
-        if cache is not None:
-            cache.put([keys[i] for i in rows], batch)
-        if vectors is not None:
-            vectors[rows] = batch
+    def __init__(self, backend, cache, unique):
+        self.backend = backend
+        self.cache = cache
+        self.unique = unique
+        self.namespace = backend.cache_namespace
+        self.keys = None
+        self.n_sent = 0  # distinct texts handed to the backend
+        self.fetching = np.arange(0)  # positions being fetched (to name rows on error)
 
-    return backend.embed([unique[i] for i in todo], on_result=on_result)
+    def run(self):
+        if self.cache is None:
+            return self._fetch(np.arange(len(self.unique)), None)
+        from ._cache import cache_key
+
+        self.keys = [cache_key(self.namespace, text) for text in self.unique]
+        dim = getattr(self.backend, "n_dimensions", None)
+        if dim is None:
+            # A model the registry does not know: learn its width from one text, so that
+            # the cache can be read (cached vectors are stored per width).
+            dim = self._fetch(np.array([0]), None).shape[1]
+        found, vectors = self.cache.get(self.keys, dim)  # a fresh array, zero rows for misses
+        todo = np.flatnonzero(~found)
+        if len(todo):
+            # Hold the cross-process lock while fetching: a parallel fold waiting on it
+            # then finds our results in the cache instead of paying for them again.
+            with self.cache.lock(self.namespace):
+                found, cached = self.cache.get([self.keys[i] for i in todo], dim, count=False)
+                vectors[todo[found]] = cached[found]
+                if not found.all():
+                    self._fetch(todo[~found], vectors)
+        return vectors
+
+    def _fetch(self, todo, vectors):
+        """Embed ``unique[todo]``; store each batch in the cache and ``vectors`` on arrival."""
+        self.fetching = todo
+        self.n_sent += len(todo)
+
+        def on_result(positions, batch):
+            rows = todo[positions]
+            if self.cache is not None:
+                self.cache.put([self.keys[i] for i in rows], batch)
+            if vectors is not None:
+                vectors[rows] = batch
+
+        return self.backend.embed([self.unique[i] for i in todo], on_result=on_result)
 
 
 def _name_user_rows(error, todo, inverse):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
+
 from ._base import BaseEmbeddingTransformer
 from ._models import resolve_model
 from ._sklearn_compat import Interval, StrOptions
@@ -70,6 +72,13 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
     encoding_format : {"base64", "float"}, default="base64"
         Wire format of the vectors. ``"base64"`` is faster; some compatible servers
         only speak ``"float"``.
+    dimensions_from_full : bool, default=False
+        Only with ``dimensions`` and a text-embedding-3 model, whose shortened vectors
+        are the full vector truncated and re-normalised: request (and cache) the
+        full-size vector, and shorten it here. Every ``dimensions`` then shares one
+        cached vector per text, so a search over ``dimensions`` pays for each text
+        once (tokens cost the same at any size). Refused for models where shortening
+        is not truncation.
     on_invalid_text : {"error", "zero"}, default="error"
         Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
         an all-zero row.
@@ -118,6 +127,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "timeout": [Interval(Real, 0, None, closed="neither")],
         "long_input": [StrOptions({"error", "truncate", "chunk"})],
         "encoding_format": [StrOptions({"base64", "float"})],
+        "dimensions_from_full": ["boolean"],
     }
 
     def __init__(
@@ -135,6 +145,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         timeout=60.0,
         long_input="error",
         encoding_format="base64",
+        dimensions_from_full=False,
         on_invalid_text="error",
         cache="default",
         verbose=False,
@@ -151,14 +162,26 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.timeout = timeout
         self.long_input = long_input
         self.encoding_format = encoding_format
+        self.dimensions_from_full = dimensions_from_full
         self.on_invalid_text = on_invalid_text
         self.cache = cache
         self.verbose = verbose
 
+    def _shortens_locally(self):
+        if not self.dimensions_from_full or self.dimensions is None:
+            return False
+        if not resolve_model(self.model, dimensions=self.dimensions).dimensions_is_truncation:
+            raise ValueError(
+                f"dimensions_from_full=True needs a model whose shortened vectors are "
+                f"truncations of the full one (text-embedding-3-*); {self.model!r} is not "
+                "known to be one."
+            )
+        return True
+
     def _make_backend(self):
         return OpenAIBackend(
             model=self.model,
-            dimensions=self.dimensions,
+            dimensions=None if self._shortens_locally() else self.dimensions,
             base_url=self.base_url,
             api_key_env=self.api_key_env,
             organization=self.organization,
@@ -171,6 +194,14 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
             encoding_format=self.encoding_format,
             progress=self.verbose,
         )
+
+    def _postprocess(self, vectors):
+        if not self._shortens_locally():
+            return vectors
+        # What the API does for text-embedding-3: keep the first coordinates, re-normalise.
+        short = vectors[:, : self.dimensions]
+        norms = np.linalg.norm(short, axis=1, keepdims=True)
+        return np.divide(short, norms, out=np.zeros_like(short), where=norms > 0)
 
     def _output_dim(self):
         return self.dimensions or resolve_model(self.model).native_dim

@@ -1,0 +1,1310 @@
+"""The persistent embedding cache: float32 vectors addressed by a digest of their text.
+
+Layout of a cache directory (see ``docs/caching.rst`` for the measurements behind it):
+
+``index.sqlite3``
+    SQLite database in WAL mode, one row per entry: the first 64 bits of the key
+    digest as the row id; a 32-byte record of the row id, the next 64 bits of the
+    digest, where the vector lives (vector file and slot) and a checksum of the vector;
+    and a coarse last-used time. SQLite gives crash-safe commits and many concurrent
+    readers with one writer at a time.
+``vectors-<dim>-<id>.f32``
+    Append-only files of raw float32 rows after a 64-byte header (magic, format
+    version, width, random file id). Rows are read with positioned reads into the
+    caller's array, sorted by offset, so a warm lookup costs about one copy of the
+    vectors plus one index query per 32,766 keys, which returns the records of all its
+    keys as one concatenated blob.
+``write.lock``, ``locks/*.lock``
+    ``flock`` files: one serialising writers, one per namespace for callers that fetch
+    misses.
+
+Nothing in the directory holds a text, a namespace or a credential: only digests.
+A write appends and fsyncs the vectors before the index rows that point at them are
+committed, so a crash at any moment leaves either a complete entry or none. Committed
+rows of a vector file are never modified; eviction writes a new file and deletes the
+old one, so a reader holding an old snapshot still reads correct bytes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import sqlite3
+import struct
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+import weakref
+
+import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+__all__ = [
+    "CacheCorruptionError",
+    "CacheError",
+    "CacheWarning",
+    "EmbeddingCache",
+    "cache_key",
+    "default_cache_dir",
+    "resolve_cache",
+]
+
+FORMAT_VERSION = 1
+INDEX_FILENAME = "index.sqlite3"
+_WRITE_LOCK = "write.lock"
+_LOCK_DIR = "locks"
+_VECTOR_PREFIX = "vectors-"
+_VECTOR_SUFFIX = ".f32"
+_MAGIC = b"SKEMBVEC"
+_HEADER = struct.Struct("<8sII16s")
+_HEADER_SIZE = 64
+_KEY_SIZE = 32
+# Reads are recorded in memory and written to the entries' last-used times at most
+# this often, or per million reads, and when the handle closes: LRU order is exact to
+# about ten minutes, and a warm read loop rarely writes.
+_TOUCH_SECONDS = 600
+_MAX_PENDING_TOUCHES = 1_000_000
+# Eviction brings the store down to this fraction of the limit, so that the file
+# rewrite it costs happens once per 20% of growth rather than on every write.
+_EVICT_TO = 0.8
+_BUSY_TIMEOUT_SECONDS = 120.0
+# Rows are checksummed in blocks of this size, right after they are read.
+_CHECK_BLOCK_BYTES = 4 << 20
+_fsync = getattr(os, "fdatasync", os.fsync)
+# Connections and files inherited through fork belong to the parent: closing them in
+# the child could disturb the parent's SQLite locks, so the child keeps them referenced.
+_inherited = []
+_instances = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    # A lock held by another thread of the parent at fork time would never be released.
+    for cache in list(_instances):
+        cache._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# An entry's record (``entries.meta``). Records are fixed-size blobs so that a look-up
+# returns all of its rows as one concatenated blob, decoded by numpy: no Python object
+# per row, which is what made integer columns slow. The row id is in the record so that
+# the blob describes itself, whatever order SQLite returns rows in.
+_RECORD = np.dtype(
+    [("id", "<i8"), ("k2", "<i8"), ("file_id", "<u4"), ("slot", "<i8"), ("checksum", "<u4")]
+)
+
+_SCHEMA = """
+CREATE TABLE files (
+    file_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dim INTEGER NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    uid BLOB NOT NULL,
+    entries INTEGER NOT NULL
+);
+CREATE TABLE entries (id INTEGER PRIMARY KEY, meta BLOB NOT NULL, used INTEGER NOT NULL);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters VALUES ('hits', 0), ('misses', 0);
+"""
+
+
+class CacheError(RuntimeError):
+    """The embedding cache cannot be used as it is.
+
+    Attributes
+    ----------
+    path : str
+        The file or directory at fault.
+    """
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
+class CacheCorruptionError(CacheError):
+    """A cache file is damaged: the cache refuses to serve a vector it cannot trust."""
+
+
+class CacheWarning(UserWarning):
+    """The cache works, but not as configured (for example, not persistently)."""
+
+
+def _now():
+    return int(time.time())
+
+
+def cache_key(namespace, text):
+    """Digest of ``(namespace, text)``, the key of a vector in the cache.
+
+    Parameters
+    ----------
+    namespace : str
+        Identity of the vector space: endpoint (without credentials), model,
+        dimensions. Two namespaces never share a key.
+    text : str
+        The exact text that was embedded.
+
+    Returns
+    -------
+    bytes
+        32-byte BLAKE2b digest. The namespace is length-prefixed, so no pair of
+        (namespace, text) can produce the same input as another.
+
+    Examples
+    --------
+    >>> len(cache_key("model-a", "hello"))
+    32
+    >>> cache_key("model-a", "hello") == cache_key("model-b", "hello")
+    False
+    """
+    ns = namespace.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(digest_size=_KEY_SIZE, person=b"skembed-key-v1")
+    digest.update(len(ns).to_bytes(8, "little"))
+    digest.update(ns)
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.digest()
+
+
+def default_cache_dir():
+    """Directory of the per-user cache.
+
+    ``$SKEMBED_CACHE_DIR`` when set; otherwise ``$XDG_CACHE_HOME/skembed`` or
+    ``~/.cache/skembed`` on Linux, ``~/Library/Caches/skembed`` on macOS and
+    ``%LOCALAPPDATA%\\skembed\\Cache`` on Windows.
+
+    Returns
+    -------
+    str
+        Absolute path (the directory may not exist yet).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.isabs(default_cache_dir())
+    True
+    """
+    configured = os.environ.get("SKEMBED_CACHE_DIR")
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser(r"~\AppData\Local")
+        return os.path.join(base, "skembed", "Cache")
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Caches/skembed")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache")
+    return os.path.join(base, "skembed")
+
+
+_resolved = {}
+_resolved_lock = threading.Lock()
+
+
+def resolve_cache(spec):
+    """Turn a ``cache`` parameter value into an open cache, or ``None``.
+
+    Handles are kept per directory and process, so calling this for every
+    ``transform`` costs a dictionary look-up.
+
+    Parameters
+    ----------
+    spec : "default", bool, None, str, path-like or EmbeddingCache
+        ``"default"`` or ``True``: the per-user cache (:func:`default_cache_dir`).
+        ``None`` or ``False``: no cache. A path: the cache in that directory (write
+        ``"./default"`` for a directory named ``default``). An
+        :class:`EmbeddingCache`: itself.
+
+    Returns
+    -------
+    EmbeddingCache or None
+
+    Examples
+    --------
+    >>> resolve_cache(None) is None
+    True
+    """
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, EmbeddingCache):
+        return spec
+    if spec is True or (isinstance(spec, str) and spec == "default"):
+        path = default_cache_dir()
+    elif isinstance(spec, (str, os.PathLike)):
+        path = os.path.abspath(os.path.expanduser(os.fspath(spec)))
+    else:
+        raise TypeError(
+            "The 'cache' parameter must be 'default', True, False, None, a directory path "
+            f"or an EmbeddingCache; got {type(spec).__name__}."
+        )
+    with _resolved_lock:
+        cache = _resolved.get(path)
+        if cache is None:
+            cache = _resolved[path] = EmbeddingCache(path)
+        return cache
+
+
+@atexit.register
+def _close_all():
+    # Saves each handle's hit/miss totals and LRU reads; a handle ignores this in a
+    # process that did not open it.
+    for cache in list(_instances):
+        cache.close()
+
+
+class _VectorFile:
+    """One vector file as listed in the index, with a lazily opened read handle."""
+
+    __slots__ = ("dim", "handle", "name", "size", "uid")
+
+    def __init__(self, name, dim, uid):
+        self.name = name
+        self.dim = dim
+        self.uid = uid
+        self.handle = None
+        self.size = 0
+
+
+class _StaleSnapshot(Exception):
+    """A vector file named by an index snapshot is gone: eviction or clear replaced it."""
+
+
+class _NotWritable(Exception):
+    """The cache directory cannot be written."""
+
+
+class EmbeddingCache:
+    """Persistent, multi-process cache of float32 embedding vectors.
+
+    Keys are 32-byte digests from :func:`cache_key`; the cache never sees a text.
+    Any number of processes and threads may read and write the same directory at
+    once. A vector is durable when :meth:`put` returns, and a damaged file makes
+    reads fail with :class:`CacheCorruptionError` rather than return a wrong vector.
+
+    Parameters
+    ----------
+    path : str or path-like, default=None
+        Cache directory, created (mode 0700) if missing; ``None`` means
+        :func:`default_cache_dir`. If it cannot be written, a :class:`CacheWarning`
+        is emitted and a private temporary directory, deleted when the process
+        exits, is used instead.
+    max_size_bytes : int, default=None
+        Bound on the vector files plus the index file. Past it, the least recently
+        used entries are evicted down to 80% of the bound. ``None``: no bound.
+
+    Attributes
+    ----------
+    path : str
+        The directory in use.
+    max_size_bytes : int or None
+        The bound given.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from skembed._cache import EmbeddingCache, cache_key
+    >>> directory = tempfile.TemporaryDirectory()
+    >>> cache = EmbeddingCache(directory.name)
+    >>> keys = [cache_key("model-a", "hello"), cache_key("model-a", "world")]
+    >>> cache.put(keys[:1], np.array([[0.6, 0.8]], dtype=np.float32))
+    >>> found, vectors = cache.get(keys, dim=2)
+    >>> found
+    array([ True, False])
+    >>> vectors
+    array([[0.6, 0.8],
+           [0. , 0. ]], dtype=float32)
+    >>> cache.close()
+    >>> directory.cleanup()
+    """
+
+    def __init__(self, path=None, *, max_size_bytes=None):
+        if max_size_bytes is not None and (
+            isinstance(max_size_bytes, bool)
+            or not isinstance(max_size_bytes, (int, np.integer))
+            or max_size_bytes <= 0
+        ):
+            raise ValueError(
+                f"max_size_bytes must be a positive integer or None, got {max_size_bytes!r}."
+            )
+        self.path = default_cache_dir() if path is None else os.path.abspath(os.fspath(path))
+        self.max_size_bytes = None if max_size_bytes is None else int(max_size_bytes)
+        self._lock = threading.RLock()
+        self._reset()
+        _instances.add(self)
+        with self._lock:
+            self._ensure_open()
+
+    # -- pickling: the path and options, never handles ------------------------------
+
+    def __getstate__(self):
+        return {"path": self.path, "max_size_bytes": self.max_size_bytes}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        self.max_size_bytes = state["max_size_bytes"]
+        self._lock = threading.RLock()
+        self._reset()
+        _instances.add(self)
+
+    def __repr__(self):
+        limit = "" if self.max_size_bytes is None else f", max_size_bytes={self.max_size_bytes}"
+        return f"EmbeddingCache({self.path!r}{limit})"
+
+    def _reset(self):
+        self._pid = None
+        self._conn = None
+        self._index_id = None
+        self._write_lock_file = None
+        self._files = {}
+        self._hits = self._misses = 0
+        self._pending_hits = self._pending_misses = 0
+        self._touched = []  # ids read since the last-used times were last written
+        self._touched_at = _now()
+
+    # -- opening ------------------------------------------------------------------
+
+    @property
+    def _index_path(self):
+        return os.path.join(self.path, INDEX_FILENAME)
+
+    def _ensure_open(self):
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                stat = os.stat(self._index_path)
+            except FileNotFoundError:
+                stat = None
+            if stat is not None and (stat.st_dev, stat.st_ino) == self._index_id:
+                return
+            # The directory was deleted or replaced under us: start on the new one.
+            self.close()
+        if self._pid is not None and self._pid != os.getpid():
+            _inherited.append((self._conn, self._files, self._write_lock_file))
+            self._reset()
+        try:
+            self._open()
+        except _NotWritable as exc:
+            fallback = tempfile.mkdtemp(prefix="skembed-cache-")
+            atexit.register(_remove_tree, fallback, os.getpid())
+            warnings.warn(
+                f"The embedding cache directory {self.path!r} is not writable ({exc}); "
+                f"caching in {fallback!r} instead, which is deleted when this process "
+                "exits. Set SKEMBED_CACHE_DIR or pass cache=<a writable directory> to "
+                "keep vectors between runs.",
+                CacheWarning,
+                stacklevel=3,
+            )
+            self.path = fallback
+            self._open()
+
+    def _open(self):
+        try:
+            self._open_store()
+        except BaseException:
+            self._drop_handles()
+            raise
+
+    def _open_store(self):
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(self.path, _LOCK_DIR), mode=0o700, exist_ok=True)
+            self._write_lock_file = _open_private(os.path.join(self.path, _WRITE_LOCK))
+            # Created here so that SQLite (and its -wal/-shm files) get mode 0600.
+            _open_private(self._index_path).close()
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise _NotWritable(exc.strerror) from exc
+            raise
+        try:
+            conn = sqlite3.connect(
+                self._index_path,
+                timeout=_BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.OperationalError as exc:
+            raise _NotWritable(str(exc)) from exc
+        self._conn = conn
+        self._pid = os.getpid()
+        stat = os.stat(self._index_path)
+        self._index_id = (stat.st_dev, stat.st_ino)
+        with self._sqlite_errors():
+            try:
+                self._prepare_schema(conn)
+                # A read-only database or directory only shows when writing.
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                message = str(exc)
+                if "readonly" in message or "unable to open" in message:
+                    raise _NotWritable(message) from exc
+                raise
+
+    def _prepare_schema(self, conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            with self._writer():
+                self._create_schema(conn)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != FORMAT_VERSION:
+            raise CacheError(
+                f"The embedding cache index {self._index_path} has format version {version}, "
+                f"but this version of skembed reads version {FORMAT_VERSION}. Upgrade "
+                "skembed, or use another directory, or empty it with "
+                f"'python -m skembed cache clear --dir {self.path}'.",
+                self._index_path,
+            )
+        conn.execute("PRAGMA synchronous=FULL")
+
+    def _create_schema(self, conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+            return  # another process created it while we waited for the lock
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise CacheError(
+                f"{self._index_path} is an SQLite database that skembed did not create; "
+                "point the cache at another directory.",
+                self._index_path,
+            )
+        # Both settings must precede the first table; WAL lets readers run during writes.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        with _transaction(conn):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+
+    @contextlib.contextmanager
+    def _sqlite_errors(self):
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise CacheError(
+                    f"The embedding cache index {self._index_path} stayed locked by another "
+                    f"process for {_BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
+                    self._index_path,
+                ) from exc
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise CacheCorruptionError(
+                f"The embedding cache index {self._index_path} is damaged ({exc}). Delete "
+                f"it, or run 'python -m skembed cache clear --dir {self.path}'.",
+                self._index_path,
+            ) from exc
+
+    @contextlib.contextmanager
+    def _writer(self):
+        """Serialise writers of this directory (all processes) and create/delete files."""
+        _lock_file(self._write_lock_file.fileno())
+        try:
+            yield
+        finally:
+            _unlock_file(self._write_lock_file.fileno())
+
+    def _drop_handles(self):
+        for vector_file in self._files.values():
+            if vector_file.handle is not None:
+                vector_file.handle.close()
+        self._files = {}
+        if self._write_lock_file is not None:
+            self._write_lock_file.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._write_lock_file = self._index_id = self._pid = None
+
+    def close(self):
+        """Release files and connections; the cache reopens itself if used again.
+
+        The hit and miss totals of this process are added to the ones kept in the
+        index, if the index can be written within a second.
+        """
+        with self._lock:
+            if self._conn is None or self._pid != os.getpid():
+                return
+            if self._pending_hits or self._pending_misses or self._touched:
+                with _best_effort(self._conn), _transaction(self._conn):
+                    self._flush_counters(self._conn)
+                    self._flush_touches(self._conn)
+            self._drop_handles()
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, keys, dim, *, count=True):
+        """Look up many keys at once.
+
+        Parameters
+        ----------
+        keys : sequence of bytes, or uint8 array of shape (n, 32)
+            Digests from :func:`cache_key`.
+        dim : int
+            Length of the vectors the caller expects.
+        count : bool, default=True
+            Whether to add this look-up to the hit/miss statistics.
+
+        Returns
+        -------
+        found : ndarray of shape (n,), dtype bool
+        vectors : ndarray of shape (n, dim), dtype float32
+            The cached vectors; rows of misses are zero.
+
+        Raises
+        ------
+        ValueError
+            If a key is cached with a vector of another length than ``dim``.
+        CacheCorruptionError
+            If a file is truncated, replaced or fails its checksums.
+        """
+        dim = _check_dim(dim)
+        ids, k2 = _split_keys(keys)
+        n = len(ids)
+        found = np.zeros(n, dtype=bool)
+        # Not np.zeros: numpy asks for transparent huge pages only for uninitialised
+        # memory, and faulting in 4 KiB pages adds about a fifth to the copy.
+        vectors = np.empty((n, dim), dtype=np.float32)
+        if n == 0:
+            return found, vectors
+        with self._lock:
+            self._ensure_open()
+            with self._sqlite_errors():
+                for attempt in range(3):
+                    meta = self._lookup(ids, k2)
+                    try:
+                        self._check_dims(meta, dim)
+                        self._read(meta, vectors, np.flatnonzero(meta["found"]))
+                        break
+                    except _StaleSnapshot as stale:
+                        # Eviction or clear replaced a file since the look-up: look again.
+                        if attempt == 2:
+                            raise self._unlisted_file_error(stale) from None
+                hits = np.flatnonzero(meta["found"])
+                found[hits] = True
+                vectors[~found] = 0
+                self._note_reads(ids[hits])
+            if count:
+                self._hits += hits.size
+                self._misses += n - hits.size
+                self._pending_hits += hits.size
+                self._pending_misses += n - hits.size
+        return found, vectors
+
+    def _lookup(self, ids, k2):
+        """Index rows for ``ids``, as per-position arrays (``found`` marks present keys)."""
+        unique, inverse = np.unique(ids, return_inverse=True)
+        blobs = []
+        for chunk in _chunks(unique.tolist(), _max_variables(self._conn)):
+            marks = ",".join("?" * len(chunk))
+            count, blob = self._conn.execute(
+                "SELECT count(*), CAST(group_concat(meta, '') AS BLOB) "
+                f"FROM entries WHERE id IN ({marks})",
+                chunk,
+            ).fetchone()
+            if count and len(blob) != _RECORD.itemsize * count:
+                raise sqlite3.DatabaseError("an entry record has the wrong length")
+            blobs.append(blob or b"")
+        table = np.frombuffer(b"".join(blobs), dtype=_RECORD)
+        where = np.searchsorted(unique, table["id"])
+        if (where >= len(unique)).any() or (unique[where] != table["id"]).any():
+            raise sqlite3.DatabaseError("an entry record does not match its row id")
+        per_unique = np.zeros(len(unique), dtype=_RECORD)
+        per_unique[where] = table
+        present = np.zeros(len(unique), dtype=bool)
+        present[where] = True
+        per_row = per_unique[inverse.ravel()]
+        # The index keys on 64 bits; the next 64 tell a prefix collision from a hit.
+        found = present[inverse.ravel()] & (per_row["k2"] == k2)
+        return {
+            "found": found,
+            "id": ids,
+            "file_id": per_row["file_id"].astype(np.int64),
+            "slot": per_row["slot"],
+            "checksum": per_row["checksum"],
+            "present": present[inverse.ravel()],
+        }
+
+    def _unlisted_file_error(self, stale):
+        return CacheCorruptionError(
+            f"The embedding cache index {self._index_path} points at vector file "
+            f"#{stale.args[0]}, which it does not list. Run "
+            f"'python -m skembed cache clear --dir {self.path}'.",
+            self._index_path,
+        )
+
+    def _check_dims(self, meta, dim, rows=None):
+        """Refuse keys cached with another width; ``rows`` maps positions to the caller's."""
+        found = np.flatnonzero(meta["found"])
+        for file_id in np.unique(meta["file_id"][found]).tolist():
+            vector_file = self._vector_file(file_id)
+            if vector_file.dim != dim:
+                position = int(found[meta["file_id"][found] == file_id][0])
+                if rows is not None:
+                    position = int(rows[position])
+                raise ValueError(
+                    f"Key {position} is cached with a {vector_file.dim}-d vector "
+                    f"(in {self._file_path(vector_file.name)}), not {dim}-d: a cache key "
+                    "must include the dimensions."
+                )
+
+    def _read(self, meta, out, positions):
+        """Copy the vectors of ``positions`` into ``out`` and verify their checksums.
+
+        File by file, in offset order, in blocks small enough to be checksummed (and,
+        for a caller wanting them in another order, scattered) while they are still in
+        the CPU cache. Rows wanted in file order are read straight into ``out``.
+        """
+        file_ids = meta["file_id"][positions]
+        for file_id in np.unique(file_ids).tolist():
+            mine = positions[file_ids == file_id]
+            mine = mine[np.argsort(meta["slot"][mine], kind="stable")]
+            slots = meta["slot"][mine]
+            if slots[0] < 0:
+                raise sqlite3.DatabaseError("an entry has a negative slot")
+            vector_file = self._vector_file(file_id)
+            handle = self._read_handle(file_id, vector_file)
+            self._check_bounds(vector_file, int(slots[-1]))
+            path = self._file_path(vector_file.name)
+            block = max(1, _CHECK_BLOCK_BYTES // (4 * vector_file.dim))
+            for start in range(0, len(mine), block):
+                rows = mine[start : start + block]
+                in_place = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
+                if in_place:
+                    buffer = out[rows[0] : rows[-1] + 1]
+                else:
+                    buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
+                _read_rows(handle, path, slots[start : start + block], buffer)
+                sums = buffer.view(np.uint32).sum(axis=1, dtype=np.uint32)
+                if (sums != meta["checksum"][rows]).any():
+                    raise CacheCorruptionError(
+                        f"Cached vectors in {path} do not match their checksums: the file was "
+                        "modified or damaged. Run "
+                        f"'python -m skembed cache clear --dir {self.path}'.",
+                        path,
+                    )
+                if not in_place:
+                    out[rows] = buffer
+
+    def _vector_file(self, file_id):
+        if file_id not in self._files:
+            self._refresh_files()
+            if file_id not in self._files:
+                raise _StaleSnapshot(file_id)
+        return self._files[file_id]
+
+    def _refresh_files(self):
+        listed = {
+            file_id: (name, dim, bytes(uid))
+            for file_id, dim, name, uid in self._conn.execute(
+                "SELECT file_id, dim, name, uid FROM files"
+            )
+        }
+        for file_id, vector_file in list(self._files.items()):
+            if listed.get(file_id) != (vector_file.name, vector_file.dim, vector_file.uid):
+                if vector_file.handle is not None:
+                    vector_file.handle.close()
+                del self._files[file_id]
+        for file_id, (name, dim, uid) in listed.items():
+            if file_id not in self._files:
+                self._files[file_id] = _VectorFile(name, dim, uid)
+
+    def _file_path(self, name):
+        return os.path.join(self.path, name)
+
+    def _read_handle(self, file_id, vector_file):
+        if vector_file.handle is not None:
+            return vector_file.handle
+        path = self._file_path(vector_file.name)
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open for reuse)
+        except FileNotFoundError:
+            self._refresh_files()
+            if file_id not in self._files:
+                raise _StaleSnapshot(file_id) from None
+            raise CacheCorruptionError(
+                f"The embedding cache vector file {path} is listed in the index but missing. "
+                f"Run 'python -m skembed cache clear --dir {self.path}'.",
+                path,
+            ) from None
+        try:
+            _check_header(handle.read(_HEADER_SIZE), path, vector_file.dim, vector_file.uid)
+        except BaseException:
+            handle.close()
+            raise
+        vector_file.handle = handle
+        vector_file.size = os.fstat(handle.fileno()).st_size
+        return handle
+
+    def _check_bounds(self, vector_file, last_slot):
+        end = _HEADER_SIZE + (last_slot + 1) * 4 * vector_file.dim
+        if end > vector_file.size:
+            vector_file.size = os.fstat(vector_file.handle.fileno()).st_size
+            if end > vector_file.size:
+                path = self._file_path(vector_file.name)
+                raise CacheCorruptionError(
+                    f"The embedding cache vector file {path} is truncated: the index points "
+                    f"at byte {end}, the file has {vector_file.size}. Run "
+                    f"'python -m skembed cache clear --dir {self.path}'.",
+                    path,
+                )
+
+    def _note_reads(self, ids):
+        """Remember reads for the LRU order; write them out every ten minutes."""
+        self._touched.append(ids)
+        due = _now() - self._touched_at >= _TOUCH_SECONDS
+        if due or sum(map(len, self._touched)) > _MAX_PENDING_TOUCHES:
+            # Best effort: LRU order is a hint, and a busy index (an eviction running
+            # elsewhere) must neither fail reads nor hold up the next ones.
+            self._touched_at = _now()
+            with _best_effort(self._conn), _transaction(self._conn):
+                self._flush_touches(self._conn)
+                self._flush_counters(self._conn)
+
+    def _flush_touches(self, conn):
+        now = _now()
+        if self._touched:
+            ids = np.unique(np.concatenate(self._touched)).tolist()
+            for chunk in _chunks(ids, _max_variables(conn) - 2):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"UPDATE entries SET used = ? WHERE used < ? AND id IN ({marks})",
+                    [now, now - _TOUCH_SECONDS, *chunk],
+                )
+        self._touched = []
+        self._touched_at = now
+
+    # -- writing ------------------------------------------------------------------
+
+    def put(self, keys, vectors):
+        """Store vectors; durable (fsynced and committed) when this returns.
+
+        Keys already in the cache keep their vector (the first write wins), so
+        ``put`` is idempotent and parallel writers never duplicate an entry.
+
+        Parameters
+        ----------
+        keys : sequence of bytes, or uint8 array of shape (n, 32)
+            Digests from :func:`cache_key`.
+        vectors : array-like of shape (n, dim)
+            Finite values; stored as float32.
+
+        Raises
+        ------
+        ValueError
+            If shapes disagree, a value is not finite, or a key is already cached
+            with a vector of another length.
+        """
+        ids, k2 = _split_keys(keys)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise ValueError(
+                f"put() needs one vector per key: got {len(ids)} keys and vectors of shape "
+                f"{vectors.shape}."
+            )
+        dim = _check_dim(vectors.shape[1])
+        # A float64 sum of float32 values cannot overflow, so it is finite exactly when
+        # every value is: one pass, no (n, dim) boolean temporary.
+        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"Vector {row} contains NaN or infinity; nothing was cached.")
+        if len(ids) == 0:
+            return
+        _, first = np.unique(ids, return_index=True)
+        first.sort()
+        with self._lock:
+            self._ensure_open()
+            with self._sqlite_errors(), self._writer():
+                self._refresh_files()
+                meta = self._lookup(ids[first], k2[first])
+                try:
+                    self._check_dims(meta, dim, rows=first)
+                    # A present id with another k2 is a 64-bit prefix collision: that
+                    # key simply stays uncached.
+                    new = first[~meta["present"]]
+                    if new.size:
+                        batch = vectors if new.size == len(ids) else vectors[new]
+                        self._append(ids[new], k2[new], batch)
+                    if self.max_size_bytes and self._stored_bytes() > self.max_size_bytes:
+                        self._evict()
+                except _StaleSnapshot as stale:
+                    # Under the writer lock the files are current: the index is wrong.
+                    raise self._unlisted_file_error(stale) from None
+
+    def _append(self, ids, k2, vectors):
+        dim = vectors.shape[1]
+        checksums = vectors.view(np.uint32).sum(axis=1, dtype=np.uint32)
+        candidates = [f for f, v in self._files.items() if v.dim == dim]
+        if candidates:
+            file_id = max(candidates)
+            name, uid = self._files[file_id].name, None
+        else:
+            file_id = None
+            name, uid = self._create_vector_file(dim)
+        path = self._file_path(name)
+        try:
+            self._append_to(path, file_id, uid, ids, k2, vectors, checksums)
+        except BaseException:
+            if uid is not None:  # the new file is listed nowhere: remove it now
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+
+    def _append_to(self, path, file_id, uid, ids, k2, vectors, checksums):
+        """Append, fsync, then commit the index rows (and the file's row if it is new)."""
+        n, dim = vectors.shape
+        row_bytes = 4 * dim
+        try:
+            handle = open(path, "r+b", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise CacheCorruptionError(
+                f"The embedding cache vector file {path} is listed in the index but missing. "
+                f"Run 'python -m skembed cache clear --dir {self.path}'.",
+                path,
+            ) from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < _HEADER_SIZE:
+                raise CacheCorruptionError(
+                    f"The embedding cache vector file {path} is truncated ({size} bytes).", path
+                )
+            # Bytes past the last whole row are left by a writer that died before
+            # committing; no entry points at them, so the new rows start after them.
+            first_slot = -(-(size - _HEADER_SIZE) // row_bytes)
+            _pwrite_all(
+                handle, memoryview(vectors).cast("B"), _HEADER_SIZE + first_slot * row_bytes
+            )
+            _fsync(handle.fileno())
+        conn = self._conn
+        with _transaction(conn):
+            if file_id is None:
+                file_id = conn.execute(
+                    "INSERT INTO files (dim, name, uid, entries) VALUES (?, ?, ?, 0)",
+                    (dim, os.path.basename(path), uid),
+                ).lastrowid
+            records = np.empty(n, dtype=_RECORD)
+            records["id"], records["k2"], records["checksum"] = ids, k2, checksums
+            records["file_id"] = file_id
+            records["slot"] = np.arange(first_slot, first_slot + n)
+            conn.executemany(
+                "INSERT INTO entries VALUES (?, ?, ?)",
+                zip(ids.tolist(), _record_blobs(records), [_now()] * n, strict=True),
+            )
+            conn.execute("UPDATE files SET entries = entries + ? WHERE file_id = ?", (n, file_id))
+            self._flush_counters(conn)
+
+    def _create_vector_file(self, dim):
+        """Write a new, empty vector file (header only, fsynced); return its name and uid."""
+        uid = uuid.uuid4().bytes
+        name = f"{_VECTOR_PREFIX}{dim}-{uid.hex()[:16]}{_VECTOR_SUFFIX}"
+        header = _HEADER.pack(_MAGIC, FORMAT_VERSION, dim, uid).ljust(_HEADER_SIZE, b"\0")
+        with _open_private(self._file_path(name), exclusive=True) as handle:
+            handle.write(header)
+            _fsync(handle.fileno())
+        _fsync_dir(self.path)
+        return name, uid
+
+    def _flush_counters(self, conn):
+        for name, value in (("hits", self._pending_hits), ("misses", self._pending_misses)):
+            if value:
+                conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (value, name))
+        self._pending_hits = self._pending_misses = 0
+
+    # -- eviction -----------------------------------------------------------------
+
+    def _index_bytes(self):
+        # The database's own size, including pages still in the write-ahead log.
+        page_count = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        return page_count * self._conn.execute("PRAGMA page_size").fetchone()[0]
+
+    def _stored_bytes(self):
+        """Bytes the size bound applies to: the index database and the vector files."""
+        total = self._index_bytes()
+        for entry in os.scandir(self.path):
+            if _is_vector_file(entry.name):
+                total += entry.stat().st_size
+        return total
+
+    def _evict(self):
+        """Drop least recently used entries down to 80% of the bound (writer lock held).
+
+        Every dimension that loses entries gets a new file with its kept rows, and its
+        old files are deleted once the index points at the new one.
+        """
+        conn = self._conn
+        self._refresh_files()
+        self._flush_touches(conn)  # this process's reads count too
+        rows = conn.execute("SELECT used, meta FROM entries").fetchall()
+        used = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        table = np.frombuffer(b"".join(row[1] for row in rows), dtype=_RECORD)
+        if len(table) != len(rows):
+            raise sqlite3.DatabaseError("an entry record has the wrong length")
+        # Most recently used first; among equals, the last written first.
+        table = table[np.lexsort((-table["slot"], -table["file_id"].astype(np.int64), -used))]
+        file_ids = table["file_id"].astype(np.int64)
+        width = {f: self._vector_file(f).dim for f in np.unique(file_ids).tolist()}
+        dims = np.array([width[f] for f in file_ids.tolist()], dtype=np.int64)
+        budget = int(self.max_size_bytes * _EVICT_TO) - self._index_bytes()
+        budget -= _HEADER_SIZE * len(np.unique(dims))
+        keep = np.cumsum(4 * dims) <= budget
+        if keep.all():
+            self._remove_unlisted_files()
+            return
+        evicted_dims = set(np.unique(dims[~keep]).tolist())
+        rewritten = {}  # dim -> (name, uid, kept rows in new-slot order)
+        try:
+            for dim in sorted(evicted_dims):
+                kept = table[keep & (dims == dim)]
+                kept = kept[np.lexsort((kept["slot"], kept["file_id"]))]
+                rewritten[dim] = (*self._copy_rows(kept, dim), kept)
+            self._switch_to(rewritten, table["id"][~keep])
+        except BaseException:
+            self._refresh_files()
+            self._remove_unlisted_files()  # the new files, if the switch did not happen
+            raise
+        self._refresh_files()
+        self._remove_unlisted_files()
+        self._shrink_index()
+
+    def _switch_to(self, rewritten, evicted_ids):
+        """In one transaction: drop evicted entries, point kept ones at their new files."""
+        conn = self._conn
+        with _transaction(conn):
+            for chunk in _chunks(evicted_ids.tolist(), _max_variables(conn)):
+                conn.execute(
+                    f"DELETE FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            for dim, (name, uid, kept) in rewritten.items():
+                conn.execute("DELETE FROM files WHERE dim = ?", (dim,))
+                if name is None:
+                    continue
+                file_id = conn.execute(
+                    "INSERT INTO files (dim, name, uid, entries) VALUES (?, ?, ?, ?)",
+                    (dim, name, uid, len(kept)),
+                ).lastrowid
+                moved = kept.copy()
+                moved["file_id"] = file_id
+                moved["slot"] = np.arange(len(moved))
+                conn.executemany(
+                    "UPDATE entries SET meta = ? WHERE id = ?",
+                    zip(_record_blobs(moved), moved["id"].tolist(), strict=True),
+                )
+            self._flush_counters(conn)
+
+    def _shrink_index(self):
+        # Best effort: return freed pages to the file system, empty the write-ahead log.
+        with _best_effort(self._conn):
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _copy_rows(self, rows, dim):
+        """Copy the vectors of records ``rows`` into a new file, checksums verified."""
+        if not len(rows):
+            return None, None
+        name, uid = self._create_vector_file(dim)
+        block = max(1, (64 << 20) // (4 * dim))
+        with open(self._file_path(name), "r+b", buffering=0) as target:
+            for start in range(0, len(rows), block):
+                part = rows[start : start + block]
+                buffer = np.empty((len(part), dim), dtype=np.float32)
+                meta = {
+                    "file_id": part["file_id"].astype(np.int64),
+                    "slot": part["slot"],
+                    "checksum": part["checksum"],
+                }
+                self._read(meta, buffer, np.arange(len(part)))
+                _pwrite_all(target, memoryview(buffer).cast("B"), _HEADER_SIZE + start * 4 * dim)
+            _fsync(target.fileno())
+        return name, uid
+
+    def _remove_unlisted_files(self):
+        """Delete vector files the index does not list (writer lock held)."""
+        listed = {v.name for v in self._files.values()}
+        for entry in os.scandir(self.path):
+            if _is_vector_file(entry.name) and entry.name not in listed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    # -- management ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, namespace):
+        """Exclusive lock on ``namespace`` across processes and threads.
+
+        Hold it around "look up misses, fetch them, :meth:`put` them", so that a
+        parallel process waiting for it finds the vectors in the cache instead of
+        paying for them again. Not re-entrant.
+
+        Parameters
+        ----------
+        namespace : str
+            The namespace of the keys being fetched.
+
+        Yields
+        ------
+        None
+        """
+        with self._lock:
+            self._ensure_open()
+        digest = hashlib.blake2b(
+            namespace.encode("utf-8", "surrogatepass"), digest_size=16
+        ).hexdigest()
+        with _open_private(os.path.join(self.path, _LOCK_DIR, f"{digest}.lock")) as handle:
+            _lock_file(handle.fileno())
+            try:
+                yield
+            finally:
+                _unlock_file(handle.fileno())
+
+    def stats(self):
+        """Size and use of the cache.
+
+        Returns
+        -------
+        dict
+            ``path``; ``entries`` and ``entries_by_dim``; ``size_bytes`` (every file in
+            the directory); ``hits``/``misses`` of this handle in this process;
+            ``total_hits``/``total_misses`` recorded in the index by every process since
+            the cache was created or cleared (plus this process's unsaved ones);
+            ``max_size_bytes``.
+        """
+        with self._lock:
+            self._ensure_open()
+            with self._sqlite_errors():
+                by_dim = dict(
+                    self._conn.execute(
+                        "SELECT dim, sum(entries) FROM files GROUP BY dim ORDER BY dim"
+                    ).fetchall()
+                )
+                totals = dict(self._conn.execute("SELECT name, value FROM counters"))
+            size = 0
+            for root, _, names in os.walk(self.path):
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        size += os.path.getsize(os.path.join(root, name))
+            return {
+                "path": self.path,
+                "entries": sum(by_dim.values()),
+                "entries_by_dim": by_dim,
+                "size_bytes": size,
+                "hits": self._hits,
+                "misses": self._misses,
+                "total_hits": totals.get("hits", 0) + self._pending_hits,
+                "total_misses": totals.get("misses", 0) + self._pending_misses,
+                "max_size_bytes": self.max_size_bytes,
+            }
+
+    def clear(self):
+        """Delete every entry and vector file, and reset the recorded totals."""
+        with self._lock:
+            self._ensure_open()
+            conn = self._conn
+            with self._sqlite_errors(), self._writer():
+                with _transaction(conn):
+                    conn.execute("DELETE FROM entries")
+                    conn.execute("DELETE FROM files")
+                    conn.execute("UPDATE counters SET value = 0")
+                self._pending_hits = self._pending_misses = 0
+                self._touched = []
+                self._refresh_files()
+                self._remove_unlisted_files()
+                self._shrink_index()
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _best_effort(conn):
+    """Run optional index writes: wait at most a second for the lock, ignore failures."""
+    conn.execute("PRAGMA busy_timeout=1000")
+    try:
+        yield
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_SECONDS * 1000)}")
+
+
+@contextlib.contextmanager
+def _transaction(conn):
+    """A write transaction: committed if the block succeeds, rolled back otherwise."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # a failed COMMIT may have ended it already
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _record_blobs(records):
+    raw = records.tobytes()
+    size = _RECORD.itemsize
+    return [raw[start : start + size] for start in range(0, len(raw), size)]
+
+
+def _check_dim(dim):
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+    return int(dim)
+
+
+def _split_keys(keys):
+    """The two signed 64-bit halves of each key's first 128 bits."""
+    if isinstance(keys, np.ndarray) and keys.dtype == np.uint8:
+        if keys.ndim != 2 or keys.shape[1] != _KEY_SIZE:
+            raise ValueError(f"A key array must have shape (n, {_KEY_SIZE}), got {keys.shape}.")
+        array = keys
+    else:
+        keys = list(keys)
+        try:
+            joined = b"".join(keys)
+            valid = set(map(len, keys)) <= {_KEY_SIZE}
+        except TypeError:
+            valid = False
+        if not valid:
+            position = next(
+                i
+                for i, key in enumerate(keys)
+                if not isinstance(key, bytes) or len(key) != _KEY_SIZE
+            )
+            raise ValueError(
+                f"Key {position} is not a {_KEY_SIZE}-byte digest from cache_key(): "
+                f"{keys[position]!r:.60}."
+            )
+        array = np.frombuffer(joined, dtype=np.uint8).reshape(-1, _KEY_SIZE)
+    ids = np.ascontiguousarray(array[:, :8]).view("<i8").ravel().astype(np.int64)
+    k2 = np.ascontiguousarray(array[:, 8:16]).view("<i8").ravel().astype(np.int64)
+    return ids, k2
+
+
+def _max_variables(conn):
+    if hasattr(conn, "getlimit"):  # Python >= 3.11
+        return min(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766)
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+
+
+def _chunks(values, size):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _is_vector_file(name):
+    return name.startswith(_VECTOR_PREFIX) and name.endswith(_VECTOR_SUFFIX)
+
+
+def _open_private(path, exclusive=False):
+    """Open (creating with mode 0600) ``path`` for reading and writing, unbuffered."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0) | (os.O_EXCL if exclusive else 0)
+    return open(os.open(path, flags, 0o600), "r+b", buffering=0)
+
+
+def _fsync_dir(path):
+    # Makes a new file's directory entry durable; directories cannot be opened on Windows.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _check_header(header, path, dim, uid):
+    if len(header) < _HEADER.size:
+        raise CacheCorruptionError(
+            f"The embedding cache vector file {path} is truncated (no header).", path
+        )
+    magic, version, file_dim, file_uid = _HEADER.unpack_from(header)
+    if magic != _MAGIC or version != FORMAT_VERSION or file_dim != dim or file_uid != uid:
+        raise CacheCorruptionError(
+            f"The embedding cache vector file {path} does not match the index (header: "
+            f"magic {magic!r}, version {version}, {file_dim}-d): it was replaced or damaged. "
+            f"Run 'python -m skembed cache clear --dir {os.path.dirname(path)}'.",
+            path,
+        )
+
+
+def _read_rows(handle, path, slots, buffer):
+    """Read the rows ``slots`` (ascending) of the vector file ``handle`` into ``buffer``."""
+    n, row_bytes = len(slots), buffer.shape[1] * 4
+    first, span = int(slots[0]), int(slots[-1] - slots[0]) + 1
+    if span == n:  # consecutive rows: one read
+        _pread_into(handle, memoryview(buffer).cast("B"), _HEADER_SIZE + first * row_bytes, path)
+    elif span <= 2 * n:  # dense: reading the gaps too costs less than a call per run
+        whole = np.empty((span, buffer.shape[1]), dtype=np.float32)
+        _pread_into(handle, memoryview(whole).cast("B"), _HEADER_SIZE + first * row_bytes, path)
+        np.take(whole, slots - first, axis=0, out=buffer)
+    else:  # sparse: one read per run of consecutive rows
+        flat = memoryview(buffer).cast("B")
+        starts = np.flatnonzero(np.concatenate(([True], np.diff(slots) != 1))).tolist()
+        for begin, stop in zip(starts, [*starts[1:], n], strict=True):
+            _pread_into(
+                handle,
+                flat[begin * row_bytes : stop * row_bytes],
+                _HEADER_SIZE + int(slots[begin]) * row_bytes,
+                path,
+            )
+
+
+def _pread_into(handle, buffer, offset, path):
+    """Fill ``buffer`` from ``offset`` of the file; a short file is corruption."""
+    while len(buffer):
+        if hasattr(os, "preadv"):  # a positioned read straight into the array
+            got = os.preadv(handle.fileno(), [buffer], offset)
+        else:
+            handle.seek(offset)
+            got = handle.readinto(buffer)
+        if not got:
+            raise CacheCorruptionError(
+                f"The embedding cache vector file {path} ended early (truncated while in use?).",
+                path,
+            )
+        buffer, offset = buffer[got:], offset + got
+
+
+def _pwrite_all(handle, data, offset):
+    while len(data):
+        if hasattr(os, "pwrite"):
+            written = os.pwrite(handle.fileno(), data, offset)
+        else:
+            handle.seek(offset)
+            written = handle.write(data)
+        data = data[written:]
+        offset += written
+
+
+def _lock_file(fd):
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:  # msvcrt gives up after ten seconds; keep waiting like flock does
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+            return
+        except OSError:
+            continue
+
+
+def _unlock_file(fd):
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    else:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _remove_tree(path, pid):
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""ZeroShotEmbeddingClassifier: classify texts by cosine similarity to label descriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.extmath import softmax
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ._math import l2_normalize
+from ._sklearn_compat import HasMethods, Interval, _fit_context
+
+__all__ = ["ZeroShotEmbeddingClassifier"]
+
+
+class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """Classify texts by their cosine similarity to embedded descriptions of the classes.
+
+    Each class is described in words (one or several descriptions, or its name put
+    into a ``template``); the descriptions and the texts are embedded by the same
+    ``embedder``, and a text goes to the class whose *prototype* is most similar.
+    No labelled data is needed (the OpenAI cookbook's zero-shot classification), but
+    the classifier uses what it is given:
+
+    - ``fit(X)`` with unlabelled texts adapts the prototypes to them (transductive):
+      starting from the description vectors, a few soft k-means steps move each
+      prototype towards the texts it attracts, keeping the description as an anchor.
+      ``transductive=False`` keeps the pure description vectors.
+    - ``fit(X, y)`` with labels blends each class's description vector with the
+      centroid of its labelled texts (few-shot), weighted by ``label_weight``.
+
+    Read more in the :ref:`User Guide <zero_shot>`.
+
+    Parameters
+    ----------
+    labels : dict or list, default=None
+        A mapping ``class -> description`` (or ``class -> [descriptions]``), or a list of
+        class names, each put into ``template``. ``None`` takes the class names from
+        ``y`` at ``fit`` (then ``y`` is required).
+    template : str, default="{}"
+        Format string with one ``{}``, applied to class names (not to descriptions
+        given in a mapping), e.g. ``"This is a news article about {}."``.
+    embedder : transformer, default=None
+        Any skembed embedding transformer (it must map a list of texts to unit-norm
+        rows). ``None`` means ``OpenAIEmbeddingTransformer()``. Labels and inputs share
+        it, and so its cache.
+    temperature : float, default=0.05
+        Softmax temperature of ``predict_proba`` over cosine similarities; lower is
+        more confident. It changes no prediction.
+    transductive : bool, default=True
+        Whether ``fit(X)`` without labels adapts the prototypes to ``X``.
+    n_iter : int, default=5
+        Soft k-means steps of the transductive adaptation.
+    label_weight : float, default=0.5
+        Weight of the description vector against the texts' centroid, in both the
+        transductive steps and the few-shot blend (1 keeps the descriptions only).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    embedder_ : transformer
+        The fitted clone of ``embedder``.
+    label_embeddings_ : ndarray of shape (n_classes, n_dimensions)
+        Unit-norm mean of each class's description vectors.
+    prototypes_ : ndarray of shape (n_classes, n_dimensions)
+        Unit-norm vectors the texts are compared with (equal to
+        ``label_embeddings_`` without adaptation).
+    descriptions_ : dict
+        The texts embedded for each class.
+
+    See Also
+    --------
+    LocalEmbeddingTransformer : A key-free embedder for this classifier.
+
+    Examples
+    --------
+    >>> from skembed import LocalEmbeddingTransformer, ZeroShotEmbeddingClassifier
+    >>> classifier = ZeroShotEmbeddingClassifier(
+    ...     labels=["sport", "finance"], template="A text about {}.",
+    ...     embedder=LocalEmbeddingTransformer(cache=None), transductive=False)
+    >>> classifier.fit(["The striker scored twice.", "Shares rose 3%."]).predict(
+    ...     ["The goalkeeper saved a penalty.", "The bank cut interest rates."]).tolist()
+    ['sport', 'finance']
+    """
+
+    _parameter_constraints: dict = {
+        "labels": [dict, list, None],
+        "template": [str],
+        "embedder": [HasMethods(["fit", "transform"]), None],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "transductive": ["boolean"],
+        "n_iter": [Interval(Integral, 0, None, closed="left")],
+        "label_weight": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    def __init__(
+        self,
+        *,
+        labels=None,
+        template="{}",
+        embedder=None,
+        temperature=0.05,
+        transductive=True,
+        n_iter=5,
+        label_weight=0.5,
+    ):
+        self.labels = labels
+        self.template = template
+        self.embedder = embedder
+        self.temperature = temperature
+        self.transductive = transductive
+        self.n_iter = n_iter
+        self.label_weight = label_weight
+
+    def _descriptions(self, y):
+        """Class -> list of texts to embed, from ``labels`` (or ``y``'s classes)."""
+        if "{}" not in self.template:
+            raise ValueError(f"template must contain '{{}}', got {self.template!r}.")
+        labels = self.labels
+        if labels is None:
+            if y is None:
+                raise ValueError(
+                    "labels=None takes the class names from y: pass y to fit, or give "
+                    "labels=[...] or {class: description}."
+                )
+            labels = list(np.unique(y))
+        if isinstance(labels, Mapping):
+            descriptions = {c: [d] if isinstance(d, str) else list(d) for c, d in labels.items()}
+        else:
+            descriptions = {c: [self.template.format(c)] for c in labels}
+        if len(descriptions) < 2:
+            raise ValueError(f"labels must name at least 2 classes, got {len(descriptions)}.")
+        for c, texts in descriptions.items():
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError(f"labels[{c!r}] must be a non-empty text or list of texts.")
+        return descriptions
+
+    def _embedder(self):
+        if self.embedder is not None:
+            return clone(self.embedder)
+        from ._transformer import OpenAIEmbeddingTransformer
+
+        return OpenAIEmbeddingTransformer()
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Embed the class descriptions, then adapt the prototypes to ``X`` (and ``y``).
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts: labelled when ``y`` is given, otherwise used (when
+            ``transductive=True``) to adapt the prototypes.
+        y : array-like of shape (n_samples,), default=None
+            Classes of ``X``; each must be one of ``labels``' classes.
+
+        Returns
+        -------
+        self : object
+            The fitted classifier.
+        """
+        descriptions = self._descriptions(y)
+        self.descriptions_ = descriptions
+        self.classes_ = np.array(list(descriptions))
+        self.embedder_ = self._embedder()
+        self.embedder_.fit(X)
+
+        flat = [text for texts in descriptions.values() for text in texts]
+        owner = np.repeat(np.arange(len(descriptions)), [len(t) for t in descriptions.values()])
+        vectors = self.embedder_.transform(flat)
+        sums = np.zeros((len(descriptions), vectors.shape[1]), dtype=np.float32)
+        np.add.at(sums, owner, vectors)
+        self.label_embeddings_ = l2_normalize(sums, name="label embeddings")
+
+        if y is not None:
+            self.prototypes_ = self._few_shot(self.embedder_.transform(X), y)
+        elif self.transductive and self.n_iter > 0:
+            self.prototypes_ = self._adapt(self.embedder_.transform(X))
+        else:
+            self.prototypes_ = self.label_embeddings_
+        return self
+
+    def _few_shot(self, X, y):
+        check_classification_targets(y)
+        y = np.asarray(y)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} texts but y has {len(y)} labels.")
+        unknown = sorted(set(np.unique(y).tolist()) - set(self.classes_.tolist()))
+        if unknown:
+            raise ValueError(
+                f"y has classes {unknown} that labels does not describe; labels has "
+                f"{self.classes_.tolist()}."
+            )
+        centroids = np.zeros_like(self.label_embeddings_)
+        for i, c in enumerate(self.classes_):
+            rows = X[y == c]
+            if len(rows):
+                centroids[i] = rows.mean(axis=0)
+        return self._blend(centroids)
+
+    def _adapt(self, X):
+        """Soft k-means from the description vectors, each step anchored on them."""
+        prototypes = self.label_embeddings_
+        for _ in range(self.n_iter):
+            weights = softmax((X @ prototypes.T) / self.temperature)
+            totals = weights.sum(axis=0)
+            centroids = (weights.T @ X) / np.maximum(totals, 1e-12)[:, None]
+            prototypes = self._blend(centroids.astype(np.float32))
+        return prototypes
+
+    def _blend(self, centroids):
+        # Both terms unit-norm before weighting, so that label_weight means the same
+        # whatever the spread of the texts (a centroid of unit rows is shorter than 1).
+        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+        unit = np.divide(centroids, norms, out=np.zeros_like(centroids), where=norms > 0)
+        mixed = self.label_weight * self.label_embeddings_ + (1 - self.label_weight) * unit
+        return l2_normalize(mixed, name="prototypes")
+
+    def decision_function(self, X):
+        """Cosine similarity of each text to each class prototype.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Cosine similarities, in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        return self.embedder_.transform(X) @ self.prototypes_.T
+
+    def predict_proba(self, X):
+        """Softmax of the cosine similarities divided by ``temperature``.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Probabilities summing to one per row.
+        """
+        return softmax(self.decision_function(X).astype(np.float64) / self.temperature)
+
+    def predict(self, X):
+        """The class whose prototype is most similar to each text.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Predicted classes.
+        """
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.target_tags.required = False
+        return tags
