@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import openai  # noqa: E402
+import openai
 
-from skembed import OpenAIEmbeddingTransformer  # noqa: E402
-from skembed._tokens import count_tokens  # noqa: E402
-from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+from skembed import OpenAIEmbeddingTransformer
+from skembed._tokens import count_tokens
+from tests.fake_openai import FakeOpenAIServer
 
 MODEL = "text-embedding-3-small"
 
