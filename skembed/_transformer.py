@@ -105,8 +105,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
     --------
     >>> from skembed import OpenAIEmbeddingTransformer
     >>> embedder = OpenAIEmbeddingTransformer(dimensions=256)
-    >>> embedder.get_feature_names_out()[:2]
-    array(['openaiembeddingtransformer0', 'openaiembeddingtransformer1'], dtype=object)
+    >>> embedder.get_feature_names_out()[:2].tolist()
+    ['openaiembeddingtransformer0', 'openaiembeddingtransformer1']
 
     With a key in ``OPENAI_API_KEY`` (or a compatible server at ``base_url``)::
 

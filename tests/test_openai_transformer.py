@@ -290,8 +290,8 @@ def test_rate_limited_job_is_paced_not_hammered(fake_server):
 def test_request_too_large_for_the_rate_limit_is_split(fake_server):
     texts = [f"sentence number {i} with a few more words" for i in range(400)]
     total = int(count_tokens(texts).sum())
-    # The whole job fits a minute, but one request may take at most ~1/8 of it.
-    fake_server.configure(tpm=total * 4, burst_seconds=2)
+    # ~1.5 s of budget in all, but the bucket holds 0.2 s of it: about 1/8 of the job.
+    fake_server.configure(tpm=total * 40, burst_seconds=0.2)
     X = make_embedder(fake_server, max_concurrency=1, batch_size=400).transform(texts)
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
     assert fake_server.stats()["times_embedded_max"] == 1
