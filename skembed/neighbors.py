@@ -1,0 +1,451 @@
+"""Cosine nearest neighbours on embedding matrices: exact and memory-bounded by default.
+
+Mirrors :class:`sklearn.neighbors.NearestNeighbors` with ``metric="cosine"``, for the
+searches that embeddings are used for: semantic search, recommendation,
+de-duplication, anomaly scores and the diversity of a set of texts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _math
+from ._sklearn_compat import Interval, StrOptions, _fit_context
+
+__all__ = ["CosineNearestNeighbors", "cosine_diversity"]
+
+_HNSW_MISSING = (
+    'algorithm="hnsw" needs the hnswlib package: pip install skembed[ann] '
+    "(or pip install hnswlib)."
+)
+
+
+def _import_hnswlib():
+    try:
+        return importlib.import_module("hnswlib")
+    except ImportError as exc:
+        raise ImportError(_HNSW_MISSING) from exc
+
+
+def _check_mode(mode):
+    if mode not in ("connectivity", "distance"):
+        raise ValueError(
+            f'Unsupported mode, must be one of "connectivity" or "distance" but got "{mode}" '
+            "instead"
+        )
+
+
+class CosineNearestNeighbors(BaseEstimator):
+    """Nearest neighbours by cosine distance, exact and memory-bounded.
+
+    The contract of :class:`sklearn.neighbors.NearestNeighbors` with
+    ``metric="cosine"``: distances are ``1 - cos`` and ascending, and a query on the
+    fitted data itself (``X=None``) leaves each point out of its own neighbours. Rows
+    are used as unit vectors: rows that are not of unit norm are normalised (a copy),
+    rows of zero norm are refused. Everything is computed in float32.
+
+    The exact search multiplies blocks of queries and fitted rows into a reused
+    buffer and keeps each query's best ``k`` with a running threshold, so its memory
+    does not grow with the data and its time stays close to that of the matrix product
+    alone. Read more in :ref:`neighbors`.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+        Number of neighbours for :meth:`kneighbors` and :meth:`score_samples`.
+    radius : float, default=1.0
+        Largest cosine distance (inclusive) for :meth:`radius_neighbors`, in [0, 2].
+    algorithm : {"auto", "brute", "hnsw"}, default="auto"
+        - ``"brute"``: exact blocked search.
+        - ``"hnsw"``: approximate search with an HNSW graph (``pip install
+          skembed[ann]``); fast at scale, but may miss true neighbours.
+        - ``"auto"``: ``"brute"``. An approximate search is used only when asked.
+
+        :meth:`radius_neighbors` is exact whatever the algorithm.
+    hnsw_m : int, default=16
+        Links per node of the HNSW graph (``M`` in hnswlib).
+    hnsw_ef_construction : int, default=200
+        Candidate list size while building the HNSW graph.
+    hnsw_ef_search : int, default=None
+        Candidate list size while searching; larger finds more true neighbours,
+        slower. None uses ``max(64, 2 * n_neighbors)``; never less than the number
+        of neighbours asked.
+    working_memory : float, default=None
+        Bound, in MiB, on the temporary buffers of an exact search (the returned
+        arrays are not counted). None uses block shapes tuned for speed, at most
+        about 30 MiB per thread.
+    n_jobs : int, default=None
+        Threads of a search. None uses as many as the BLAS library does (a plain
+        matrix product would use them all the same); -1 uses all processors.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the HNSW graph's level assignment. Pass an int for a reproducible
+        graph (a graph built with several threads may still differ).
+
+    Attributes
+    ----------
+    n_samples_fit_ : int
+        Number of fitted samples.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :term:`fit`. Defined only when `X` has
+        feature names that are all strings.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : The general estimator this one mirrors.
+    sklearn.neighbors.LocalOutlierFactor : Density-based outlier scores.
+    cosine_diversity : Mean pairwise cosine distance of a set of vectors.
+
+    Notes
+    -----
+    Memory: the fitted rows are kept as given when they are float32 and of unit
+    norm (embeddings usually are), else as a normalised float32 copy;
+    ``algorithm="hnsw"`` adds a copy of the rows and the graph.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skembed.neighbors import CosineNearestNeighbors
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> nn = CosineNearestNeighbors(n_neighbors=1).fit(X)
+    >>> distances, indices = nn.kneighbors([[1.0, 0.05]])
+    >>> indices
+    array([[0]])
+    >>> nn.kneighbors(return_distance=False)
+    array([[1],
+           [0],
+           [3],
+           [2]])
+    """
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "radius": [Interval(Real, 0, 2, closed="both")],
+        "algorithm": [StrOptions({"auto", "brute", "hnsw"})],
+        "hnsw_m": [Interval(Integral, 2, None, closed="left")],
+        "hnsw_ef_construction": [Interval(Integral, 1, None, closed="left")],
+        "hnsw_ef_search": [Interval(Integral, 1, None, closed="left"), None],
+        "working_memory": [Interval(Real, 0, None, closed="neither"), None],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        n_neighbors=5,
+        radius=1.0,
+        algorithm="auto",
+        hnsw_m=16,
+        hnsw_ef_construction=200,
+        hnsw_ef_search=None,
+        working_memory=None,
+        n_jobs=None,
+        random_state=None,
+    ):
+        self.n_neighbors = n_neighbors
+        self.radius = radius
+        self.algorithm = algorithm
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.hnsw_ef_search = hnsw_ef_search
+        self.working_memory = working_memory
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Index the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Vectors to search, typically embeddings. Rows that are not of unit norm
+            are normalised; rows of zero norm raise a ValueError.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        given = X
+        X = validate_data(self, X, dtype=np.float32, order="C")
+        # Normalise in place only an array that validation has just made (from a list,
+        # another dtype or layout): never the caller's memory.
+        fresh = isinstance(given, list | tuple) or (
+            isinstance(given, np.ndarray) and not np.may_share_memory(X, given)
+        )
+        self._fit_X = _math.unit_norm_rows(X, copy=not fresh)
+        self.n_samples_fit_ = X.shape[0]
+        self._index = self._build_hnsw() if self.algorithm == "hnsw" else None
+        return self
+
+    def _build_hnsw(self):
+        hnswlib = _import_hnswlib()
+        n_samples, n_features = self._fit_X.shape
+        # Inner product on unit vectors: hnswlib's distance is then 1 - cos, the
+        # cosine distance, without the copy that its "cosine" space makes.
+        index = hnswlib.Index(space="ip", dim=n_features)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        index.init_index(
+            max_elements=n_samples,
+            ef_construction=self.hnsw_ef_construction,
+            M=self.hnsw_m,
+            random_seed=seed,
+        )
+        index.add_items(self._fit_X, num_threads=self._n_threads())
+        return index
+
+    def _n_threads(self):
+        return _math._resolve_n_threads(self.n_jobs)
+
+    def _check_queries(self, X):
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        return _math.l2_normalize(X, copy=True)
+
+    def _check_n_neighbors(self, n_neighbors):
+        if n_neighbors is None:
+            return self.n_neighbors
+        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+            raise TypeError(f"n_neighbors must be an int, got {type(n_neighbors).__name__}.")
+        if n_neighbors <= 0:
+            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+        return int(n_neighbors)
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Find the nearest fitted points of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query vectors. If None, the queries are the fitted points, and each point
+            is not counted among its own neighbours.
+        n_neighbors : int, default=None
+            Number of neighbours; the constructor's ``n_neighbors`` if None.
+        return_distance : bool, default=True
+            Whether to return the distances.
+
+        Returns
+        -------
+        neigh_dist : ndarray of shape (n_queries, n_neighbors), dtype float32
+            Cosine distances ``1 - cos``, ascending; only when ``return_distance``.
+        neigh_ind : ndarray of shape (n_queries, n_neighbors), dtype int64
+            Indices of the neighbours among the fitted points.
+
+        Raises
+        ------
+        ValueError
+            If ``n_neighbors`` is larger than the number of fitted points (or, when
+            ``X`` is None, not smaller).
+        """
+        check_is_fitted(self)
+        n_neighbors = self._check_n_neighbors(n_neighbors)
+        query_is_train = X is None
+        queries = self._fit_X if query_is_train else self._check_queries(X)
+        self._check_enough_samples(n_neighbors, query_is_train, queries.shape[0])
+        if self._index is not None:
+            distances, indices = self._hnsw_kneighbors(queries, n_neighbors, query_is_train)
+        else:
+            distances, indices = _math.cosine_topk(
+                queries,
+                self._fit_X,
+                n_neighbors,
+                exclude_self=query_is_train,
+                working_memory=self.working_memory,
+                n_threads=self.n_jobs,
+            )
+        return (distances, indices) if return_distance else indices
+
+    def _check_enough_samples(self, n_neighbors, query_is_train, n_queries):
+        if query_is_train and n_neighbors >= self.n_samples_fit_:
+            inequality = "n_neighbors < n_samples_fit"
+        elif n_neighbors > self.n_samples_fit_:
+            inequality = "n_neighbors <= n_samples_fit"
+        else:
+            return
+        raise ValueError(
+            f"Expected {inequality}, but n_neighbors = {n_neighbors}, "
+            f"n_samples_fit = {self.n_samples_fit_}, n_samples = {n_queries}"
+        )
+
+    def _hnsw_kneighbors(self, queries, n_neighbors, query_is_train):
+        k = n_neighbors + 1 if query_is_train else n_neighbors
+        ef = self.hnsw_ef_search or max(64, 2 * n_neighbors)
+        self._index.set_ef(max(ef, k))
+        labels, distances = self._index.knn_query(queries, k=k, num_threads=self._n_threads())
+        labels = labels.astype(np.int64)
+        distances = np.clip(distances, 0.0, 2.0).astype(np.float32, copy=False)
+        if not query_is_train:
+            return distances, labels
+        # Drop each point from its own list; where the search missed it, drop the
+        # farthest neighbour instead.
+        is_self = labels == np.arange(labels.shape[0])[:, np.newaxis]
+        missed = ~is_self.any(axis=1)
+        is_self[missed, -1] = True
+        keep = ~is_self
+        shape = (labels.shape[0], n_neighbors)
+        return distances[keep].reshape(shape), labels[keep].reshape(shape)
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """Sparse graph of the k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query vectors; the fitted points (each not its own neighbour) if None.
+        n_neighbors : int, default=None
+            Number of neighbours; the constructor's ``n_neighbors`` if None.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Entries of the graph: ones, or the cosine distances.
+
+        Returns
+        -------
+        A : sparse matrix of shape (n_queries, n_samples_fit)
+            CSR matrix; ``A[i, j]`` is set when ``j`` is a neighbour of query ``i``.
+        """
+        _check_mode(mode)
+        distances, indices = self.kneighbors(X, n_neighbors)
+        data = np.ones(indices.size) if mode == "connectivity" else distances.ravel()
+        n_queries, k = indices.shape
+        indptr = np.arange(0, n_queries * k + 1, k)
+        return csr_matrix(
+            (data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_)
+        )
+
+    def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
+        """Find the fitted points within a cosine distance of each query (exact).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query vectors; the fitted points (each not its own neighbour) if None.
+        radius : float, default=None
+            Largest distance (inclusive); the constructor's ``radius`` if None.
+        return_distance : bool, default=True
+            Whether to return the distances.
+        sort_results : bool, default=False
+            Sort each query's neighbours by increasing distance; needs
+            ``return_distance=True``.
+
+        Returns
+        -------
+        neigh_dist : ndarray of shape (n_queries,), dtype object
+            Arrays of float32 distances; only when ``return_distance``.
+        neigh_ind : ndarray of shape (n_queries,), dtype object
+            Arrays of indices of the neighbours among the fitted points.
+        """
+        check_is_fitted(self)
+        if sort_results and not return_distance:
+            raise ValueError("return_distance must be True if sort_results is True.")
+        radius = self.radius if radius is None else radius
+        query_is_train = X is None
+        queries = self._fit_X if query_is_train else self._check_queries(X)
+        distances, indices = _math.cosine_radius(
+            queries,
+            self._fit_X,
+            radius,
+            exclude_self=query_is_train,
+            sort_results=sort_results,
+            working_memory=self.working_memory,
+        )
+        neigh_ind = np.empty(len(indices), dtype=object)
+        neigh_ind[:] = indices
+        if not return_distance:
+            return neigh_ind
+        neigh_dist = np.empty(len(distances), dtype=object)
+        neigh_dist[:] = distances
+        return neigh_dist, neigh_ind
+
+    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity", sort_results=False):
+        """Sparse graph of the fitted points within a cosine distance of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query vectors; the fitted points (each not its own neighbour) if None.
+        radius : float, default=None
+            Largest distance (inclusive); the constructor's ``radius`` if None.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Entries of the graph: ones, or the cosine distances.
+        sort_results : bool, default=False
+            Sort each row's entries by increasing distance.
+
+        Returns
+        -------
+        A : sparse matrix of shape (n_queries, n_samples_fit)
+            CSR matrix; ``A[i, j]`` is set when ``j`` is within ``radius`` of query ``i``.
+        """
+        _check_mode(mode)
+        distances, indices = self.radius_neighbors(X, radius, sort_results=sort_results)
+        counts = np.fromiter((len(row) for row in indices), dtype=np.int64, count=len(indices))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        columns = np.concatenate([*indices, np.empty(0, dtype=np.int64)])
+        if mode == "connectivity":
+            data = np.ones(columns.size)
+        else:
+            data = np.concatenate([*distances, np.empty(0, dtype=np.float32)])
+        return csr_matrix((data, columns, indptr), shape=(len(indices), self.n_samples_fit_))
+
+    def score_samples(self, X=None):
+        """Normality score: minus the mean cosine distance to the nearest fitted points.
+
+        Higher is more normal, as for
+        :meth:`sklearn.neighbors.LocalOutlierFactor.score_samples`: a point far from
+        everything that was fitted scores low. Use it for novelty detection by
+        fitting on normal data, as ``LocalOutlierFactor(novelty=True)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Points to score. If None, the fitted points, each scored without itself.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_queries,), dtype float32
+            Minus the mean distance to the ``n_neighbors`` nearest fitted points, in
+            [-2, 0].
+        """
+        distances, _ = self.kneighbors(X)
+        return -distances.mean(axis=1, dtype=np.float32)
+
+
+def cosine_diversity(X):
+    """Diversity of a set of vectors: their mean pairwise cosine distance.
+
+    The mean of ``1 - cos(x_i, x_j)`` over all pairs of distinct rows, computed in one
+    pass over ``X`` (memory independent of the number of pairs). 0 when all rows
+    point the same way; close to 1 for unrelated directions.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Vectors, typically embeddings of a set of texts; at least two rows, none of
+        zero norm. Normalised if not of unit norm.
+
+    Returns
+    -------
+    diversity : float
+        Mean pairwise cosine distance, in [0, 2].
+
+    Examples
+    --------
+    >>> from skembed.neighbors import cosine_diversity
+    >>> round(cosine_diversity([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), 4)
+    0.6667
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array, got shape {X.shape}.")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinity.")
+    return _math.mean_pairwise_cosine_distance(_math.unit_norm_rows(X))
