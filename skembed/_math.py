@@ -265,7 +265,9 @@ class _TopK:
         """Merge the pending candidates."""
         if not self._pending:
             return
-        queries, scores, indices = (np.concatenate(part) for part in zip(*self._pending))
+        queries, scores, indices = (
+            np.concatenate(part) for part in zip(*self._pending, strict=True)
+        )
         self._pending, self._n_pending = [], 0
         order = np.argsort(queries, kind="stable")
         self.push_pairs(queries[order], scores[order], indices[order])
