@@ -6,8 +6,8 @@ Both embed the same BBC News sentences (split from the articles of
 - reference: the obvious loop, batches of 64 in input order, the tokenizer truncating
   to 256 tokens and padding each batch to its longest text, one ``session.run`` per
   batch, mean pooling, L2 normalisation;
-- backend: ``skembed.backends._local.LocalBackend()`` with its defaults (batches of 64
-  sequences sorted by length).
+- backend: ``skembed.backends._local.LocalBackend()`` with its defaults (sequences
+  sorted by length, batches of at most 64 sequences and 512 tokens).
 
 Every trial runs in a fresh process (spawned), the two methods alternating, so that
 neither inherits the other's warm caches or memory peak. In each trial the model is
@@ -19,7 +19,7 @@ are compared, so a speed-up can not come from computing something else.
 With ``--accuracy`` it measures instead the issue's quality target: 5-fold accuracy of
 ``LogisticRegression`` on the backend's vectors of all 2,225 BBC articles (truncated to
 256 tokens; target >= 0.95), next to TF-IDF + ``LogisticRegression`` on the same folds
-(about 5 minutes on 2 cores).
+(a few minutes on 2 cores).
 
 Usage::
 
@@ -138,8 +138,10 @@ def accuracy():
         cv=folds,
     )
     print(f"{len(news)} BBC articles, 5-fold LogisticRegression, {os.cpu_count()} CPUs")
-    print(f"local vectors ({MAX_LENGTH} tokens): {local.mean():.4f} (target >= 0.95); "
-          f"embedding took {seconds:.0f} s")
+    print(
+        f"local vectors ({MAX_LENGTH} tokens): {local.mean():.4f} (target >= 0.95); "
+        f"embedding took {seconds:.0f} s"
+    )
     print(f"TF-IDF baseline: {tfidf.mean():.4f}")
 
 

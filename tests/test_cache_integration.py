@@ -54,8 +54,13 @@ def test_grid_search_pays_each_text_once_and_a_rerun_sends_nothing(fake_server, 
 
 @pytest.mark.parametrize(
     "changed",
-    [{"dimensions": 256}, {"model": "text-embedding-3-large"}, {"base_url": "localhost"}],
-    ids=["dimensions", "model", "base_url"],
+    [
+        {"dimensions": 256},
+        {"model": "text-embedding-3-large"},
+        {"base_url": "localhost"},
+        {"long_input": "chunk"},  # long texts' vectors differ from their truncation's
+    ],
+    ids=["dimensions", "model", "base_url", "long_input"],
 )
 def test_another_model_dimensions_or_endpoint_never_reads_a_cached_vector(
     fake_server, tmp_path, changed

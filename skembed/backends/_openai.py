@@ -123,9 +123,13 @@ class OpenAIBackend:
         self.long_input = long_input
         self.encoding_format = encoding_format
         self.progress = progress
-        self.cache_namespace = "|".join(
-            ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
-        )
+        parts = ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
+        # A text within the limit gets the same vector under every policy, and "error"
+        # embeds only such texts, so it shares "truncate"'s space; "chunk" differs on
+        # long texts and gets its own.
+        if long_input == "chunk":
+            parts.append("long_input=chunk")
+        self.cache_namespace = "|".join(parts)
         self._client = None
         self._client_lock = threading.Lock()
 
