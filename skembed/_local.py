@@ -34,7 +34,8 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         as sentence-transformers does, because long articles are common and the
         model reads only 256 tokens anyway.
     batch_size : int, default=64
-        Texts per model run (texts are grouped by length to limit padding).
+        Most texts per model run; a run also holds at most 512 tokens, padding
+        included (texts are grouped by length to limit padding).
     n_threads : int, default=None
         Threads of the ONNX runtime; ``None`` lets it use every physical core.
     on_invalid_text : {"error", "zero"}, default="error"
