@@ -15,6 +15,15 @@ _PUBLIC = {
     "CosineNearestNeighbors": ".neighbors",
     "LinearEmbeddingAdapter": "._adapter",
     "EmbeddingCache": "._cache",
+    "RedisEmbeddingCache": "._redis_cache",
+    "CacheError": "._cache",
+    "CacheCorruptionError": "._cache",
+    "BudgetExceededError": "._cost",
+    "CostEstimate": "._cost",
+    "UsageReport": "._usage",
+    "budget": "._cost",
+    "track_usage": "._usage",
+    "embed_partitions": "._dask",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -7,7 +7,6 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.preprocessing import normalize
 from sklearn.utils import check_array, check_consistent_length
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -85,7 +84,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_components, n_features_in_)
+    coef_ : ndarray of shape (n_components, `n_features_in_`)
         The learned map ``W``; same dtype as the training data (float32 or
         float64).
 
@@ -195,7 +194,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             )
         onehot = np.zeros((X.shape[0], classes.size))
         onehot[np.arange(X.shape[0]), y_index] = 1.0
-        rows = normalize(X.astype(np.float64))
+        rows = _unit_rows(X.astype(np.float64))
         objective = "softmax" if self.objective == "auto" else self.objective
         if objective == "softmax":
             centroids = (onehot / onehot.sum(axis=0)).T @ rows
@@ -262,7 +261,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             )
         validate_data(self, X_left, skip_check_array=True)
         validate_data(self, X_right, reset=False, skip_check_array=True)
-        blocks = [normalize(left.astype(np.float64)), normalize(right.astype(np.float64))]
+        blocks = [_unit_rows(left.astype(np.float64)), _unit_rows(right.astype(np.float64))]
         dtype = np.result_type(left.dtype, right.dtype)
         self._fit_map(blocks, np.vstack(blocks), loss=_PairMSELoss(target), dtype=dtype)
         return self
@@ -283,7 +282,8 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
-        return normalize(X @ self.coef_.T.astype(X.dtype, copy=False), copy=False)
+        # Unit input rows keep the product finite whatever the magnitude of X.
+        return _unit_rows(_unit_rows(X) @ self.coef_.T.astype(X.dtype, copy=False))
 
     @property
     def _n_features_out(self):
@@ -364,6 +364,20 @@ def _energy_basis(data):
         return vectors[:, ::-1]
     _, _, vt = np.linalg.svd(data, full_matrices=False)
     return vt.T
+
+
+def _unit_rows(X):
+    """Rows of ``X`` scaled to unit norm (zero rows stay zero), whatever their magnitude.
+
+    Each row is first divided by its largest absolute entry, so that squaring it can
+    neither overflow (entries near the dtype's maximum) nor lose its precision (subnormal
+    entries): sklearn's ``normalize`` turns such rows into zeros or into rows that are
+    not of unit norm.
+    """
+    scale = np.abs(X).max(axis=1, keepdims=True)
+    X = X / np.where(scale > 0, scale, 1)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1)
 
 
 def _normalize_rows(Z):

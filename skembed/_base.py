@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 
 from ._cache import EmbeddingCache, resolve_cache
 from ._embed import embed_texts
+from ._redis_cache import RedisEmbeddingCache
 from ._sklearn_compat import StrOptions, _fit_context
 from ._validation import check_texts
 
@@ -25,7 +26,15 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     _parameter_constraints: dict = {
         "on_invalid_text": [StrOptions({"error", "zero"})],
-        "cache": [StrOptions({"default"}), "boolean", str, os.PathLike, EmbeddingCache, None],
+        "cache": [
+            StrOptions({"default"}),
+            "boolean",
+            str,
+            os.PathLike,
+            EmbeddingCache,
+            RedisEmbeddingCache,
+            None,
+        ],
         "verbose": ["boolean"],
     }
 
@@ -66,8 +75,9 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self._validate_params()
         texts, valid = check_texts(X, invalid=self.on_invalid_text)
         backend = self._backend()
+        limits = self._spending_limits()
         if valid.all():
-            vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache))
+            vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache), **limits)
             return self._postprocess(vectors)
         if not valid.any():
             dim = self._output_dim()
@@ -75,11 +85,32 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
                 raise ValueError("Every text is blank, and the vector length is not known yet.")
             return np.zeros((len(texts), dim), dtype=np.float32)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
-        vectors, _ = embed_texts(kept, backend, resolve_cache(self.cache))
+        vectors, _ = embed_texts(
+            kept, backend, resolve_cache(self.cache), rows=np.flatnonzero(valid), **limits
+        )
         vectors = self._postprocess(vectors)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         out[valid] = vectors
         return out
+
+    def _spending_limits(self):
+        """Keyword arguments limiting what one ``transform`` may spend (a hook)."""
+        return {}
+
+    def _estimate_cost(self, X):
+        """A :class:`~skembed._cost.CostEstimate` of ``transform(X)``, sending nothing."""
+        from ._cost import estimate_cost
+
+        self._validate_params()
+        texts, valid = check_texts(X, invalid=self.on_invalid_text)
+        kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
+        return estimate_cost(
+            kept,
+            self._backend(),
+            resolve_cache(self.cache),
+            n_texts=len(texts),
+            rows=None if valid.all() else np.flatnonzero(valid),
+        )
 
     def _postprocess(self, vectors):
         """Turn the backend's vectors into the output (a hook; identity by default)."""

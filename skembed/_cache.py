@@ -123,10 +123,23 @@ INSERT INTO counters VALUES ('hits', 0), ('misses', 0);
 class CacheError(RuntimeError):
     """The embedding cache cannot be used as it is.
 
+    Parameters
+    ----------
+    message : str
+        What is wrong, and how to fix it.
+    path : str
+        The file or directory at fault.
+
     Attributes
     ----------
     path : str
         The file or directory at fault.
+
+    Examples
+    --------
+    >>> from skembed import CacheError
+    >>> CacheError("the cache was written by a newer skembed", "/tmp/cache").path
+    '/tmp/cache'
     """
 
     def __init__(self, message, path):
@@ -135,7 +148,22 @@ class CacheError(RuntimeError):
 
 
 class CacheCorruptionError(CacheError):
-    """A cache file is damaged: the cache refuses to serve a vector it cannot trust."""
+    """A cache file is damaged: the cache refuses to serve a vector it cannot trust.
+
+    Parameters
+    ----------
+    message : str
+        What is damaged, and how to fix it.
+    path : str
+        The damaged file.
+
+    Examples
+    --------
+    >>> from skembed import CacheCorruptionError, CacheError
+    >>> error = CacheCorruptionError("checksum mismatch", "/tmp/cache/vectors-384-1.f32")
+    >>> isinstance(error, CacheError), error.path
+    (True, '/tmp/cache/vectors-384-1.f32')
+    """
 
 
 class CacheWarning(UserWarning):
@@ -221,15 +249,16 @@ def resolve_cache(spec):
 
     Parameters
     ----------
-    spec : "default", bool, None, str, path-like or EmbeddingCache
+    spec : "default", bool, None, str, path-like, EmbeddingCache or RedisEmbeddingCache
         ``"default"`` or ``True``: the per-user cache (:func:`default_cache_dir`).
-        ``None`` or ``False``: no cache. A path: the cache in that directory (write
-        ``"./default"`` for a directory named ``default``). An
-        :class:`EmbeddingCache`: itself.
+        ``None`` or ``False``: no cache. A ``redis://`` or ``rediss://`` URL (without
+        a password): a :class:`~skembed._redis_cache.RedisEmbeddingCache`. A path:
+        the cache in that directory (write ``"./default"`` for a directory named
+        ``default``). An :class:`EmbeddingCache` or ``RedisEmbeddingCache``: itself.
 
     Returns
     -------
-    EmbeddingCache or None
+    EmbeddingCache, RedisEmbeddingCache or None
 
     Examples
     --------
@@ -238,21 +267,27 @@ def resolve_cache(spec):
     """
     if spec is None or spec is False:
         return None
-    if isinstance(spec, EmbeddingCache):
+    # Imported here because it builds on this module; it imports the redis client lazily.
+    from ._redis_cache import RedisEmbeddingCache, cache_from_url
+
+    if isinstance(spec, (EmbeddingCache, RedisEmbeddingCache)):
         return spec
+    factory = EmbeddingCache
     if spec is True or (isinstance(spec, str) and spec == "default"):
         path = default_cache_dir()
+    elif isinstance(spec, str) and spec.startswith(("redis://", "rediss://")):
+        factory, path = cache_from_url, spec
     elif isinstance(spec, (str, os.PathLike)):
         path = os.path.abspath(os.path.expanduser(os.fspath(spec)))
     else:
         raise TypeError(
-            "The 'cache' parameter must be 'default', True, False, None, a directory path "
-            f"or an EmbeddingCache; got {type(spec).__name__}."
+            "The 'cache' parameter must be 'default', True, False, None, a directory path, "
+            f"a redis:// URL or a cache object; got {type(spec).__name__}."
         )
     with _resolved_lock:
         cache = _resolved.get(path)
         if cache is None:
-            cache = _resolved[path] = EmbeddingCache(path)
+            cache = _resolved[path] = factory(path)
         return cache
 
 
@@ -497,13 +532,23 @@ class EmbeddingCache:
                     f"process for {_BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
                     self._index_path,
                 ) from exc
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise CacheCorruptionError(
-                f"The embedding cache index {self._index_path} is damaged ({exc}). Delete "
-                f"it, or run 'python -m skembed cache clear --dir {self.path}'.",
-                self._index_path,
-            ) from exc
+            # Python's sqlite3 reports a damaged text column (a file name) this way.
+            if not str(exc).startswith("Could not decode"):
+                raise
+            raise self._damaged_index(exc) from exc
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # The latter: SQLite's message quotes damaged schema text Python cannot decode.
+            raise self._damaged_index(exc) from exc
+
+    def _damaged_index(self, exc):
+        # 'cache clear' needs a readable index, so it cannot be the advice here.
+        return CacheCorruptionError(
+            f"The embedding cache index {self._index_path} is damaged ({exc}). Delete "
+            f"the directory {self.path} (or only that file: the cache then starts "
+            "empty and the next 'python -m skembed cache clear' removes the old "
+            "vector files).",
+            self._index_path,
+        )
 
     @contextlib.contextmanager
     def _writer(self):
@@ -557,6 +602,7 @@ class EmbeddingCache:
         Returns
         -------
         found : ndarray of shape (n,), dtype bool
+            Whether each key is cached.
         vectors : ndarray of shape (n, dim), dtype float32
             The cached vectors; rows of misses are zero.
 
@@ -876,7 +922,9 @@ class EmbeddingCache:
             size = os.fstat(handle.fileno()).st_size
             if size < _HEADER_SIZE:
                 raise CacheCorruptionError(
-                    f"The embedding cache vector file {path} is truncated ({size} bytes).", path
+                    f"The embedding cache vector file {path} is truncated ({size} bytes). Run "
+                    f"'python -m skembed cache clear --dir {self.path}'.",
+                    path,
                 )
             # Bytes past the last whole row are left by a writer that died before
             # committing; no entry points at them, so the new rows start after them.
@@ -1222,16 +1270,24 @@ def _fsync_dir(path):
 
 
 def _check_header(header, path, dim, uid):
+    clear = f"Run 'python -m skembed cache clear --dir {os.path.dirname(path)}'."
     if len(header) < _HEADER.size:
         raise CacheCorruptionError(
-            f"The embedding cache vector file {path} is truncated (no header).", path
+            f"The embedding cache vector file {path} is truncated (no header). {clear}", path
         )
     magic, version, file_dim, file_uid = _HEADER.unpack_from(header)
+    if magic == _MAGIC and version != FORMAT_VERSION:
+        raise CacheCorruptionError(
+            f"The embedding cache vector file {path} has format version {version}, but this "
+            f"version of skembed reads version {FORMAT_VERSION}. Upgrade skembed, or use "
+            f"another directory, or {clear[0].lower()}{clear[1:]}",
+            path,
+        )
     if magic != _MAGIC or version != FORMAT_VERSION or file_dim != dim or file_uid != uid:
         raise CacheCorruptionError(
             f"The embedding cache vector file {path} does not match the index (header: "
             f"magic {magic!r}, version {version}, {file_dim}-d): it was replaced or damaged. "
-            f"Run 'python -m skembed cache clear --dir {os.path.dirname(path)}'.",
+            f"{clear}",
             path,
         )
 

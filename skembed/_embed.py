@@ -1,9 +1,9 @@
 """The embedding job: de-duplicate, read the cache, fetch what is missing, write as it arrives.
 
-Both transformers call :func:`embed_texts`; it knows nothing of scikit-learn. The one
-guarantee that matters to a paying user lives here: every vector a backend hands back
-is written to the cache *before* anything else can fail, and a text already in the
-cache is never sent again.
+Both transformers call :func:`embed_texts`; it knows nothing of scikit-learn. The
+guarantees that matter to a paying user live here: every vector a backend hands back
+is written to the cache *before* anything else can fail, a text already in the cache
+is never sent again, and nothing is sent that would cross a spending limit.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._cost import Spending, format_usd, model_name
+from ._usage import record
 from ._validation import describe_rows
 from .backends import EmbeddingError
 
-__all__ = ["EmbeddingReport", "embed_texts"]
+__all__ = ["EmbeddingReport", "cached_mask", "embed_texts"]
 
 logger = logging.getLogger("skembed")
 
@@ -38,6 +40,14 @@ class EmbeddingReport:
         Distinct texts sent to the backend.
     seconds : float
         Wall time of the call.
+    model : str
+        Model of the backend.
+    n_requests : int
+        HTTP requests made, retries included (0 for a local backend).
+    n_tokens : int
+        Tokens of the requests that were billed, or may have been (lost answers).
+    usd : float or None
+        Their cost at the backend's price; ``None`` when the price is unknown.
     """
 
     n_rows: int
@@ -45,6 +55,10 @@ class EmbeddingReport:
     n_cache_hits: int
     n_embedded: int
     seconds: float
+    model: str = ""
+    n_requests: int = 0
+    n_tokens: int = 0
+    usd: float | None = 0.0
 
 
 def _deduplicate(texts):
@@ -58,7 +72,19 @@ def _deduplicate(texts):
     return list(position), inverse
 
 
-def embed_texts(texts, backend, cache=None):
+def cached_mask(unique, backend, cache):
+    """Which of the distinct texts ``unique`` the cache holds (no hit counted)."""
+    dim = getattr(backend, "n_dimensions", None)
+    if cache is None or dim is None or not unique:
+        # Of a model of unknown width nothing can be read before its first answer.
+        return np.zeros(len(unique), dtype=bool)
+    from ._cache import cache_key
+
+    keys = [cache_key(backend.cache_namespace, text) for text in unique]
+    return cache.get(keys, dim, count=False)[0]
+
+
+def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, rows=None):
     """Embed ``texts`` with ``backend``, reading and filling ``cache``.
 
     Parameters
@@ -70,6 +96,13 @@ def embed_texts(texts, backend, cache=None):
     cache : EmbeddingCache or None
         Persistent store shared by every process; ``None`` keeps only the in-call
         de-duplication.
+    max_tokens : int, default=None
+        Most tokens this call may send (cached texts are free).
+    max_cost : float, default=None
+        Most US dollars this call may spend, at the backend's price. The limits of
+        active :func:`skembed.budget` blocks apply too.
+    rows : array-like of int, default=None
+        The caller's row number of each text, for error messages (default: position).
 
     Returns
     -------
@@ -79,47 +112,79 @@ def embed_texts(texts, backend, cache=None):
     Raises
     ------
     EmbeddingError
-        From the backend, with ``rows`` translated to positions in ``texts``; the
-        vectors received before the error are in the cache by then.
+        From the backend, with ``rows`` translated to the caller's rows; the vectors
+        received before the error are in the cache by then.
+    BudgetExceededError
+        Before sending texts that would cross a limit.
     """
     start = time.perf_counter()
     unique, inverse = _deduplicate(texts)
-    job = _Job(backend, cache, unique)
+    job = _Job(backend, cache, unique, Spending(backend, max_tokens, max_cost))
+    failed = True
     try:
         vectors = job.run()
+        failed = False
     except EmbeddingError as error:
-        raise _name_user_rows(error, job.fetching, inverse) from error
-    report = EmbeddingReport(
-        n_rows=len(texts),
-        n_unique=len(unique),
-        n_cache_hits=len(unique) - job.n_sent,
-        n_embedded=job.n_sent,
-        seconds=time.perf_counter() - start,
-    )
+        renamed = _name_user_rows(error, job.fetching, inverse, rows)
+        if renamed is error:
+            raise  # not "from error": an error that is its own cause loops pickling (tblib)
+        raise renamed from error
+    finally:
+        # Also when failing: what was sent is paid for, and must show in the reports.
+        report = job.report(len(texts), time.perf_counter() - start)
+        _log(report, type(backend).__name__, failed)
+        record(report)
+    # Without duplicates the distinct texts are the rows, in order: no copy needed.
+    return (vectors if len(unique) == len(texts) else vectors[inverse]), report
+
+
+def _log(report, backend_name, failed):
+    if not logger.isEnabledFor(logging.INFO):
+        return
     logger.info(
-        "embedded %d rows (%d distinct): %d from cache, %d sent to %s in %.2fs",
+        "%s %d rows (%d distinct): %d from cache, %d sent to %s (%s) in %d request(s), "
+        "%d tokens, %s, %.2fs",
+        "stopped by an error after asking for" if failed else "embedded",
         report.n_rows,
         report.n_unique,
         report.n_cache_hits,
         report.n_embedded,
-        type(backend).__name__,
+        backend_name,
+        report.model,
+        report.n_requests,
+        report.n_tokens,
+        format_usd(report.usd),
         report.seconds,
     )
-    # Without duplicates the distinct texts are the rows, in order: no copy needed.
-    return (vectors if len(unique) == len(texts) else vectors[inverse]), report
 
 
 class _Job:
     """One call's work on distinct texts: cache reads, the fetch, write-through."""
 
-    def __init__(self, backend, cache, unique):
+    def __init__(self, backend, cache, unique, spending):
         self.backend = backend
         self.cache = cache
         self.unique = unique
+        self.spending = spending
         self.namespace = backend.cache_namespace
         self.keys = None
         self.n_sent = 0  # distinct texts handed to the backend
+        self.n_cache_hits = 0  # distinct texts read from the cache
         self.fetching = np.arange(0)  # positions being fetched (to name rows on error)
+
+    def report(self, n_rows, seconds):
+        spending = self.spending
+        return EmbeddingReport(
+            n_rows=n_rows,
+            n_unique=len(self.unique),
+            n_cache_hits=self.n_cache_hits,
+            n_embedded=self.n_sent,
+            seconds=seconds,
+            model=model_name(self.backend),
+            n_requests=spending.requests,
+            n_tokens=spending.tokens,
+            usd=spending.usd,
+        )
 
     def run(self):
         if self.cache is None:
@@ -134,12 +199,15 @@ class _Job:
             dim = self._fetch(np.array([0]), None).shape[1]
         found, vectors = self.cache.get(self.keys, dim)  # a fresh array, zero rows for misses
         todo = np.flatnonzero(~found)
+        # Not counting the text fetched above to learn the width: it was paid for.
+        self.n_cache_hits = len(self.unique) - len(todo) - self.n_sent
         if len(todo):
             # Hold the cross-process lock while fetching: a parallel fold waiting on it
             # then finds our results in the cache instead of paying for them again.
             with self.cache.lock(self.namespace):
                 found, cached = self.cache.get([self.keys[i] for i in todo], dim, count=False)
                 vectors[todo[found]] = cached[found]
+                self.n_cache_hits += int(found.sum())
                 if not found.all():
                     self._fetch(todo[~found], vectors)
         return vectors
@@ -147,7 +215,21 @@ class _Job:
     def _fetch(self, todo, vectors):
         """Embed ``unique[todo]``; store each batch in the cache and ``vectors`` on arrival."""
         self.fetching = todo
+        texts = [self.unique[i] for i in todo]
+        spending = self.spending
+        if not spending.billed:
+            self.n_sent += len(todo)
+            return self.backend.embed(texts, on_result=self._store(todo, vectors))
+        n_tokens = int(self.backend.count_billed_tokens(texts).sum()) if spending.limited else 0
+        meter = spending.authorize(n_tokens, len(texts))
         self.n_sent += len(todo)
+        try:
+            return self.backend.embed(texts, on_result=self._store(todo, vectors), meter=meter)
+        finally:
+            spending.charge(meter)
+
+    def _store(self, todo, vectors):
+        """The backend's callback: each batch into the cache (and ``vectors``) on arrival."""
 
         def on_result(positions, batch):
             rows = todo[positions]
@@ -156,13 +238,15 @@ class _Job:
             if vectors is not None:
                 vectors[rows] = batch
 
-        return self.backend.embed([self.unique[i] for i in todo], on_result=on_result)
+        return on_result
 
 
-def _name_user_rows(error, todo, inverse):
+def _name_user_rows(error, todo, inverse, user_rows=None):
     """Translate backend positions (into ``todo``) into the caller's row numbers."""
     if not error.rows:
         return error
     distinct = todo[list(error.rows)]
     rows = np.flatnonzero(np.isin(inverse, distinct))
+    if user_rows is not None:
+        rows = np.asarray(user_rows)[rows]
     return error.with_rows(rows, f"{error.message} (input {describe_rows(rows)})")

@@ -39,6 +39,8 @@ __all__ = [
 # A float32 row normalised in float32 has a norm within a few 1e-7 of one; a row further
 # away than this was not normalised (or was normalised at lower precision).
 _UNIT_NORM_ATOL = 1e-4
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 # Preferred block shapes (queries x fitted rows). Measured on AVX-512 OpenBLAS: large
 # query blocks keep single-threaded sgemm near its peak; 2048 fitted rows keep the
@@ -82,6 +84,19 @@ def _raise_zero_rows(squared_norms, name):
         )
 
 
+def _divide_by_norms(X, squared_norms):
+    """Divide the float32 rows of ``X`` in place by their norms (from float64 squares)."""
+    norms = np.sqrt(squared_norms)
+    # float32 cannot hold the norm of a row with huge entries (it overflows to inf, and
+    # the row would become zeros) nor, precisely, of a row of subnormal entries: such
+    # rows are divided in float64.
+    extreme = (norms > _F32_MAX) | (norms < _F32_TINY)
+    X /= np.where(extreme, 1.0, norms).astype(np.float32)[:, np.newaxis]
+    if extreme.any():
+        rows = np.flatnonzero(extreme)
+        X[rows] = X[rows] / norms[rows, np.newaxis]
+
+
 def l2_normalize(X, *, copy=True, name="X"):
     """Scale each row of ``X`` to unit Euclidean norm, in float32.
 
@@ -116,7 +131,7 @@ def l2_normalize(X, *, copy=True, name="X"):
         X = X.copy()
     squared_norms = _squared_row_norms(X)
     _raise_zero_rows(squared_norms, name)
-    X /= np.sqrt(squared_norms).astype(np.float32)[:, np.newaxis]
+    _divide_by_norms(X, squared_norms)
     return X
 
 
@@ -154,7 +169,7 @@ def unit_norm_rows(X, *, copy=True, name="X"):
     _raise_zero_rows(squared_norms, name)
     if X is original and (copy or not X.flags.writeable):
         X = X.copy()
-    X /= np.sqrt(squared_norms).astype(np.float32)[:, np.newaxis]
+    _divide_by_norms(X, squared_norms)
     return X
 
 

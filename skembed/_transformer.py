@@ -10,6 +10,7 @@ from ._base import BaseEmbeddingTransformer
 from ._models import resolve_model
 from ._sklearn_compat import Interval, StrOptions
 from .backends._openai import OpenAIBackend
+from .backends._openai_batch import OpenAIBatchBackend
 
 __all__ = ["OpenAIEmbeddingTransformer"]
 
@@ -79,14 +80,35 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         cached vector per text, so a search over ``dimensions`` pays for each text
         once (tokens cost the same at any size). Refused for models where shortening
         is not truncation.
+    max_tokens : int, default=None
+        Most tokens one ``transform`` call may send. Checked before anything is sent
+        (cached texts are free): a call over it raises
+        :class:`~skembed.BudgetExceededError`. See :ref:`costs`.
+    max_cost : float, default=None
+        Most US dollars one ``transform`` call may spend, at
+        ``usd_per_million_tokens``; checked like ``max_tokens``.
+    usd_per_million_tokens : float, default=None
+        Price used by :meth:`estimate_cost`, ``max_cost`` and the usage reports;
+        ``None`` is the model's list price in skembed's registry (unknown for models
+        it does not know).
+    batch_api : bool, default=False
+        Send the texts through OpenAI's Batch API instead: half the price, results
+        within 24 hours. ``transform`` then uploads the requests, waits for the
+        batches and caches each answer as it is read; an interrupted call, run again,
+        picks up the batches already submitted instead of paying again. For large
+        offline jobs; not with Azure. See :ref:`batch_api`.
+    batch_poll_interval : float, default=30.0
+        With ``batch_api=True``, seconds between two looks at the batches in flight.
     on_invalid_text : {"error", "zero"}, default="error"
         Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
         an all-zero row.
-    cache : "default", path, EmbeddingCache, False or None, default="default"
+    cache : "default", path, URL, EmbeddingCache, RedisEmbeddingCache, False or None, \
+            default="default"
         Where vectors are kept: ``"default"`` is the per-user persistent cache (see
         :ref:`caching`); a path or an :class:`~skembed.EmbeddingCache` picks another
-        store; ``None``/``False`` turns caching off (duplicates within one call are
-        still sent once).
+        store; ``"redis://host:port/db"`` or a :class:`~skembed.RedisEmbeddingCache`
+        is a store shared by a cluster (see :ref:`redis_cache`); ``None``/``False``
+        turns caching off (duplicates within one call are still sent once).
     verbose : bool, default=False
         Show a progress bar while embedding.
 
@@ -128,6 +150,11 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "long_input": [StrOptions({"error", "truncate", "chunk"})],
         "encoding_format": [StrOptions({"base64", "float"})],
         "dimensions_from_full": ["boolean"],
+        "max_tokens": [Interval(Integral, 0, None, closed="left"), None],
+        "max_cost": [Interval(Real, 0, None, closed="left"), None],
+        "usd_per_million_tokens": [Interval(Real, 0, None, closed="left"), None],
+        "batch_api": ["boolean"],
+        "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -146,6 +173,11 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         long_input="error",
         encoding_format="base64",
         dimensions_from_full=False,
+        max_tokens=None,
+        max_cost=None,
+        usd_per_million_tokens=None,
+        batch_api=False,
+        batch_poll_interval=30.0,
         on_invalid_text="error",
         cache="default",
         verbose=False,
@@ -163,6 +195,11 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.long_input = long_input
         self.encoding_format = encoding_format
         self.dimensions_from_full = dimensions_from_full
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.usd_per_million_tokens = usd_per_million_tokens
+        self.batch_api = batch_api
+        self.batch_poll_interval = batch_poll_interval
         self.on_invalid_text = on_invalid_text
         self.cache = cache
         self.verbose = verbose
@@ -179,7 +216,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         return True
 
     def _make_backend(self):
-        return OpenAIBackend(
+        batch = {"poll_interval": self.batch_poll_interval} if self.batch_api else {}
+        return (OpenAIBatchBackend if self.batch_api else OpenAIBackend)(
             model=self.model,
             dimensions=None if self._shortens_locally() else self.dimensions,
             base_url=self.base_url,
@@ -193,7 +231,43 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
             long_input=self.long_input,
             encoding_format=self.encoding_format,
             progress=self.verbose,
+            usd_per_million_tokens=self.usd_per_million_tokens,
+            **batch,
         )
+
+    def _spending_limits(self):
+        return {"max_tokens": self.max_tokens, "max_cost": self.max_cost}
+
+    def estimate_cost(self, X):
+        """Count the tokens ``transform(X)`` would send, and their price; send nothing.
+
+        Only distinct texts that the cache does not hold count, after the
+        ``long_input`` policy (truncated or chunked exactly as they would be sent),
+        so the count equals what the API bills when every request succeeds. No API
+        key is needed. ``X`` is checked as ``transform`` checks it.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        CostEstimate
+            With ``n_texts``, ``n_unique``, ``n_cached``, ``n_tokens`` and ``usd``
+            (``None`` when the model's price is unknown).
+
+        Examples
+        --------
+        >>> from skembed import OpenAIEmbeddingTransformer
+        >>> embedder = OpenAIEmbeddingTransformer(cache=None)
+        >>> estimate = embedder.estimate_cost(["tiktoken is great!", "a", "a"])
+        >>> estimate.n_unique, estimate.n_tokens
+        (2, 7)
+        >>> print(estimate)
+        text-embedding-3-small: 3 texts, 2 distinct, 0 cached; 2 to send, 7 tokens, $0.00000014
+        """
+        return self._estimate_cost(X)
 
     def _postprocess(self, vectors):
         if not self._shortens_locally():

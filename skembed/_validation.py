@@ -63,6 +63,8 @@ def _as_text_column(X):
         array[:] = list(X)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
+    if array.ndim == 0:  # a set, a dict, a number...
+        raise ValueError(f"Expected a sequence of texts, got an object of type {type(X).__name__}.")
     if array.ndim != 1:
         raise ValueError(
             f"Expected a 1-D sequence of texts (or a single column), got an array of shape "
@@ -134,11 +136,14 @@ def check_texts(X, *, invalid="error"):
         texts.append("")
         valid[row] = False
     if wrong_type:
+        by_type = {}
+        for row in wrong_type:
+            by_type.setdefault(type(column[row]).__name__, []).append(row)
+        found = ", ".join(f"{name} at {describe_rows(rows)}" for name, rows in by_type.items())
         first = column[wrong_type[0]]
         raise ValueError(
-            f"Expected str items, found {type(first).__name__} at "
-            f"{describe_rows(wrong_type)} (e.g. {first!r:.60}). Convert the column to text "
-            "first, e.g. X.astype(str), if that is what you mean."
+            f"Expected str items, found {found} (e.g. {_preview(first)}). Convert the "
+            "column to text first, e.g. X.astype(str), if that is what you mean."
         )
     if invalid == "error" and (missing or blank):
         problems = []
@@ -152,6 +157,13 @@ def check_texts(X, *, invalid="error"):
         )
     _check_encodable(texts)
     return texts, valid
+
+
+def _preview(value):
+    # Sliced before repr: the repr of a 10 MB item would be built in full otherwise.
+    if isinstance(value, str | bytes | bytearray | list | tuple):
+        value = value[:60]
+    return f"{value!r:.60}"
 
 
 def _check_encodable(texts):

@@ -9,10 +9,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._math import l2_normalize
 from ._sklearn_compat import HasMethods, Interval, _fit_context
+from ._validation import _as_text_column, _is_missing, describe_rows
 
 __all__ = ["ZeroShotEmbeddingClassifier"]
 
@@ -128,17 +129,29 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
                     "labels=None takes the class names from y: pass y to fit, or give "
                     "labels=[...] or {class: description}."
                 )
-            labels = list(np.unique(y))
+            labels = sorted(set(y.tolist()))
         if isinstance(labels, Mapping):
-            descriptions = {c: [d] if isinstance(d, str) else list(d) for c, d in labels.items()}
+            descriptions = {
+                c: [d] if isinstance(d, str) else list(d) if isinstance(d, list | tuple) else []
+                for c, d in labels.items()
+            }
         else:
-            descriptions = {c: [self.template.format(c)] for c in labels}
+            descriptions = {c: [self._fill_template(c)] for c in labels}
         if len(descriptions) < 2:
             raise ValueError(f"labels must name at least 2 classes, got {len(descriptions)}.")
         for c, texts in descriptions.items():
             if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
                 raise ValueError(f"labels[{c!r}] must be a non-empty text or list of texts.")
         return descriptions
+
+    def _fill_template(self, name):
+        try:
+            return self.template.format(name)
+        except (IndexError, KeyError, ValueError):
+            raise ValueError(
+                "template must have exactly one '{}' slot (write other braces as '{{' and "
+                f"'}}}}'), got {self.template!r}."
+            ) from None
 
     def _embedder(self):
         if self.embedder is not None:
@@ -164,38 +177,64 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
+        # Read once (a generator feeds both fit and transform), and check y before
+        # anything is embedded: with a paid API, a late error costs money.
+        X = _as_text_column(X)
+        if y is not None:
+            y = _check_targets(y, len(X))
         descriptions = self._descriptions(y)
         self.descriptions_ = descriptions
         self.classes_ = np.array(list(descriptions))
+        if y is not None:
+            known = set(self.classes_.tolist())
+            unknown = [c for c in dict.fromkeys(y.tolist()) if c not in known]
+            if unknown:
+                raise ValueError(
+                    f"y has classes {sorted(unknown, key=str)} that labels does not describe; "
+                    f"labels has {self.classes_.tolist()}."
+                )
         self.embedder_ = self._embedder()
         self.embedder_.fit(X)
 
         flat = [text for texts in descriptions.values() for text in texts]
         owner = np.repeat(np.arange(len(descriptions)), [len(t) for t in descriptions.values()])
-        vectors = self.embedder_.transform(flat)
+        vectors = self._embed(flat)
         sums = np.zeros((len(descriptions), vectors.shape[1]), dtype=np.float32)
         np.add.at(sums, owner, vectors)
         self.label_embeddings_ = l2_normalize(sums, name="label embeddings")
 
         if y is not None:
-            self.prototypes_ = self._few_shot(self.embedder_.transform(X), y)
+            self.prototypes_ = self._few_shot(self._embed(X, vectors.shape[1]), y)
         elif self.transductive and self.n_iter > 0:
-            self.prototypes_ = self._adapt(self.embedder_.transform(X))
+            self.prototypes_ = self._adapt(self._embed(X, vectors.shape[1]))
         else:
             self.prototypes_ = self.label_embeddings_
         return self
 
-    def _few_shot(self, X, y):
-        check_classification_targets(y)
-        y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} texts but y has {len(y)} labels.")
-        unknown = sorted(set(np.unique(y).tolist()) - set(self.classes_.tolist()))
-        if unknown:
+    def _embed(self, texts, width=None):
+        """The embedder's vectors for ``texts``, checked: ``(n_texts, width)``, finite."""
+        texts = _as_text_column(texts)
+        vectors = np.asarray(self.embedder_.transform(texts))
+        n_texts = len(texts)
+        if (
+            vectors.ndim != 2
+            or vectors.shape[0] != n_texts
+            or (width is not None and vectors.shape[1] != width)
+        ):
+            expected = f"({n_texts}, {width if width is not None else 'n_dimensions'})"
             raise ValueError(
-                f"y has classes {unknown} that labels does not describe; labels has "
-                f"{self.classes_.tolist()}."
+                f"The embedder returned an array of shape {vectors.shape} for {n_texts} "
+                f"texts; expected {expected}, the width the classifier was fitted with. "
+                "Refit the classifier after changing its embedder."
             )
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"The embedder returned non-finite values (NaN or inf) for {describe_rows(bad)}."
+            )
+        return vectors
+
+    def _few_shot(self, X, y):
         centroids = np.zeros_like(self.label_embeddings_)
         for i, c in enumerate(self.classes_):
             rows = X[y == c]
@@ -235,7 +274,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             Cosine similarities, in the order of ``classes_``.
         """
         check_is_fitted(self)
-        return self.embedder_.transform(X) @ self.prototypes_.T
+        return self._embed(X, self.prototypes_.shape[1]) @ self.prototypes_.T
 
     def predict_proba(self, X):
         """Softmax of the cosine similarities divided by ``temperature``.
@@ -273,3 +312,21 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.target_tags.required = False
         return tags
+
+
+def _check_targets(y, n_samples):
+    """``y`` as a 1-D array of class labels, one per text."""
+    y = column_or_1d(y, warn=True)
+    missing = [row for row, value in enumerate(y) if _is_missing(value)]
+    if missing:
+        raise ValueError(f"y has a missing label (None/NaN) at {describe_rows(missing)}.")
+    if len(y) != n_samples:
+        raise ValueError(f"X has {n_samples} texts but y has {len(y)} labels.")
+    try:
+        check_classification_targets(y)
+    except TypeError:  # numpy cannot sort the labels to count the classes
+        raise ValueError(
+            "y mixes labels of types that cannot be compared (e.g. str and int); convert "
+            "y to one type."
+        ) from None
+    return y

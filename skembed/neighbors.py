@@ -93,9 +93,9 @@ class CosineNearestNeighbors(BaseEstimator):
     n_samples_fit_ : int
         Number of fitted samples.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
+        Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`. Defined only when `X` has
+        Names of features seen during fit. Defined only when `X` has
         feature names that are all strings.
 
     See Also
@@ -348,6 +348,9 @@ class CosineNearestNeighbors(BaseEstimator):
         if sort_results and not return_distance:
             raise ValueError("return_distance must be True if sort_results is True.")
         radius = self.radius if radius is None else radius
+        # NaN or a negative radius would silently find nothing.
+        if isinstance(radius, bool) or not isinstance(radius, Real) or not 0 <= radius <= 2:
+            raise ValueError(f"radius must be a cosine distance in [0, 2], got {radius!r}.")
         query_is_train = X is None
         queries = self._fit_X if query_is_train else self._check_queries(X)
         distances, indices = _math.cosine_radius(

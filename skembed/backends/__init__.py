@@ -5,10 +5,13 @@ into it, never the other way round.
 """
 
 from ._base import (
+    BudgetExceededError,
     EmbeddingAPIError,
     EmbeddingBackend,
     EmbeddingError,
     InputTooLongError,
 )
 
-__all__ = ["EmbeddingAPIError", "EmbeddingBackend", "EmbeddingError", "InputTooLongError"]
+__all__ = [
+    "BudgetExceededError",
+    "EmbeddingAPIError", "EmbeddingBackend", "EmbeddingError", "InputTooLongError"]

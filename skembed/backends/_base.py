@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
+    "BudgetExceededError",
     "EmbeddingAPIError",
     "EmbeddingBackend",
     "EmbeddingError",
     "InputTooLongError",
+    "RequestMeter",
     "ResultCallback",
 ]
 
@@ -27,6 +30,24 @@ class EmbeddingBackend(Protocol):
     A backend receives texts that are already validated and de-duplicated, returns one
     unit-norm float32 row per text, and hands each batch to ``on_result`` as soon as
     it arrives, so that the caller can store it before anything else can fail.
+
+    A backend that bills by the token also has ``usd_per_million_tokens`` (float, or
+    ``None`` when unknown) and ``count_billed_tokens(texts)`` (per-text tokens that
+    ``embed`` would send, after its long-input policy), and its ``embed`` accepts
+    ``meter=``, a :class:`RequestMeter` on which it reserves every request it makes.
+    Cost estimates, budgets and usage reports rely on these; a backend without them
+    (a local model) is free.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skembed.backends import EmbeddingBackend
+    >>> class Constant:
+    ...     cache_namespace = "constant"
+    ...     def embed(self, texts, on_result=None):
+    ...         return np.full((len(texts), 4), 0.5, dtype=np.float32)
+    >>> isinstance(Constant(), EmbeddingBackend)
+    True
     """
 
     #: Identity of the vector space (endpoint without credentials, model, dimensions,
@@ -35,7 +56,21 @@ class EmbeddingBackend(Protocol):
     cache_namespace: str
 
     def embed(self, texts: Sequence[str], on_result: ResultCallback | None = None) -> np.ndarray:
-        """Return an ``(len(texts), d)`` float32 array of unit-norm rows."""
+        """Embed texts.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Validated, distinct texts.
+        on_result : callable, default=None
+            Called as ``on_result(positions, vectors)`` with each batch of vectors as
+            it arrives, ``positions`` indexing ``texts``.
+
+        Returns
+        -------
+        ndarray of shape (len(texts), d), dtype float32
+            One unit-norm row per text.
+        """
 
 
 class EmbeddingError(RuntimeError):
@@ -48,6 +83,13 @@ class EmbeddingError(RuntimeError):
     rows : sequence of int, optional
         Positions of the affected inputs. Backends report positions in the texts they
         were given; the estimators translate them into the user's row numbers.
+
+    Examples
+    --------
+    >>> from skembed.backends import EmbeddingError
+    >>> error = EmbeddingError("2 rows failed", rows=[7, 3])
+    >>> error.rows
+    (7, 3)
     """
 
     def __init__(self, message, rows=()):
@@ -56,7 +98,20 @@ class EmbeddingError(RuntimeError):
         self.rows = tuple(int(r) for r in rows)
 
     def with_rows(self, rows, message):
-        """Return a copy of this error naming other rows, with a new message."""
+        """Return a copy of this error naming other rows, with a new message.
+
+        Parameters
+        ----------
+        rows : sequence of int
+            Positions of the affected inputs.
+        message : str
+            The new message.
+
+        Returns
+        -------
+        EmbeddingError
+            An error of the same class, with the same other attributes.
+        """
         error = type(self).__new__(type(self))
         error.__dict__.update(self.__dict__)
         EmbeddingError.__init__(error, message, rows)
@@ -76,11 +131,39 @@ def _rebuild_error(cls, state):
 
 
 class InputTooLongError(EmbeddingError, ValueError):
-    """An input is longer than the model accepts and the policy is ``"error"``."""
+    """An input is longer than the model accepts and the policy is ``"error"``.
+
+    Also a ``ValueError``: the input, not the service, is at fault.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, naming the limit.
+    rows : sequence of int, optional
+        Positions of the inputs over the limit.
+
+    Examples
+    --------
+    >>> from skembed.backends import InputTooLongError
+    >>> error = InputTooLongError("1 text(s) exceed the model's limit", rows=[4])
+    >>> isinstance(error, ValueError), error.rows
+    (True, (4,))
+    """
 
 
 class EmbeddingAPIError(EmbeddingError):
     """The embedding service refused a request and retrying cannot help.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, for a person.
+    rows : sequence of int, optional
+        Positions of the affected inputs.
+    status_code : int, default=None
+        HTTP status of the last answer.
+    api_message : str, default=""
+        The service's own explanation.
 
     Attributes
     ----------
@@ -88,9 +171,144 @@ class EmbeddingAPIError(EmbeddingError):
         HTTP status of the last answer, ``None`` for a network failure.
     api_message : str
         The service's own explanation, with any credential removed.
+
+    Examples
+    --------
+    >>> from skembed.backends import EmbeddingAPIError
+    >>> error = EmbeddingAPIError("HTTP 400: invalid input", rows=[2], status_code=400)
+    >>> error.status_code, error.rows
+    (400, (2,))
     """
 
     def __init__(self, message, rows=(), *, status_code=None, api_message=""):
         super().__init__(message, rows)
         self.status_code = status_code
         self.api_message = api_message
+
+
+class BudgetExceededError(EmbeddingError):
+    """Sending the texts still to embed would cross a spending limit.
+
+    Raised before the request that would cross it; every vector received until then
+    is in the cache, so raising the limit (or re-running a smaller job) pays only for
+    the rest.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, for a person.
+    rows : sequence of int, optional
+        Positions of the inputs not embedded.
+
+    Attributes
+    ----------
+    limit : float
+        The limit, in ``unit``.
+    needed : float
+        What the job would spend in all, in ``unit`` (what was already spent under the
+        limit plus what is still to send).
+    unit : {"tokens", "USD"}
+        Unit of ``limit`` and ``needed``.
+
+    Examples
+    --------
+    >>> from skembed.backends._base import BudgetExceededError
+    >>> error = BudgetExceededError("over budget", limit=1000, needed=1200)
+    >>> error.limit, error.needed, error.unit
+    (1000, 1200, 'tokens')
+    """
+
+    def __init__(self, message, rows=(), *, limit=None, needed=None, unit="tokens"):
+        super().__init__(message, rows)
+        self.limit = limit
+        self.needed = needed
+        self.unit = unit
+
+
+class RequestMeter:
+    """Counts one job's requests and tokens, and stops it at a token limit.
+
+    A backend that bills calls :meth:`reserve` right before each HTTP request (every
+    attempt, retries included) and :meth:`settle` with what became of it. Tokens of a
+    request the service answered with an error are released (the API does not bill
+    them); tokens of a request whose answer never came (timeout, dropped connection)
+    stay counted, since the service may have billed them. Thread-safe.
+
+    Parameters
+    ----------
+    limit : int or None, default=None
+        Most tokens the job may send in all; ``None`` means no limit.
+
+    Attributes
+    ----------
+    requests : int
+        HTTP requests made, retries included.
+    tokens : int
+        Tokens of the requests that succeeded (what the service bills).
+    tokens_unsure : int
+        Tokens of the requests whose answer was lost (perhaps billed).
+
+    Examples
+    --------
+    >>> meter = RequestMeter(limit=100)
+    >>> meter.reserve(60)
+    >>> meter.settle(60, billed=False)  # an HTTP error: not billed, may be retried
+    >>> meter.reserve(60)
+    >>> meter.settle(60, billed=True)
+    >>> meter.requests, meter.tokens
+    (2, 60)
+    """
+
+    def __init__(self, limit=None):
+        self.limit = limit
+        self.requests = 0
+        self.tokens = 0
+        self.tokens_unsure = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def committed(self):
+        """Tokens billed, perhaps billed, or in flight."""
+        return self.tokens + self.tokens_unsure + self._in_flight
+
+    def reserve(self, n_tokens):
+        """Count a request of ``n_tokens`` about to be sent, or raise if over the limit.
+
+        Raises
+        ------
+        BudgetExceededError
+            If sending it could take the job over ``limit`` tokens.
+        """
+        with self._lock:
+            if self.limit is not None and self.committed + n_tokens > self.limit:
+                raise BudgetExceededError(
+                    f"Stopped before a request of {n_tokens:,} tokens: with "
+                    f"{self.committed:,} tokens already billed, perhaps billed or in flight "
+                    f"(failed requests retried), the job would pass its limit of "
+                    f"{self.limit:,} tokens. Vectors received so far are cached; raise the "
+                    "limit and run again to pay only for the rest.",
+                    limit=self.limit,
+                    needed=self.committed + n_tokens,
+                    unit="tokens",
+                )
+            self.requests += 1
+            self._in_flight += n_tokens
+
+    def settle(self, n_tokens, billed):
+        """Record the fate of a reserved request.
+
+        Parameters
+        ----------
+        n_tokens : int
+            Its tokens, as given to :meth:`reserve`.
+        billed : bool or None
+            ``True``: answered with vectors; ``False``: answered with an error (not
+            billed); ``None``: no answer (perhaps billed).
+        """
+        with self._lock:
+            self._in_flight -= n_tokens
+            if billed:
+                self.tokens += n_tokens
+            elif billed is None:
+                self.tokens_unsure += n_tokens

@@ -51,6 +51,11 @@ _DISTRIBUTIONS = {
 # ~1.5x faster than 64 sequences of any length, and a run of 64 x 256 tokens alone
 # took ~2.5 GB (benchmarks/bench_local.py measures it).
 _MAX_BATCH_TOKENS = 512
+# A text longer than this many characters (about 0.1 s of tokenizing) is tokenized from
+# a prefix of at least as many characters, and 16 per word piece needed (English averages
+# about 4.5), grown fourfold while it yields too few. Shorter texts are counted exactly.
+_PREFIX_CHARS = 65536
+_PREFIX_CHARS_PER_PIECE = 16
 
 _lock = threading.Lock()
 # Built on first use, once per process: "tokenizer" -> _Tokenizer, n_threads -> _Model.
@@ -290,7 +295,7 @@ class LocalBackend:
             return vectors
         tokenizer = _get_tokenizer()
         model = _get_model(self.n_threads)
-        windows, owners, weights = self._windows(self._word_pieces(tokenizer, texts))
+        windows, owners, weights = self._windows(*self._word_pieces(tokenizer, texts))
 
         remaining = np.bincount(owners, minlength=n_texts)
         # Sorted by length, so that a batch holds sequences of similar length (little
@@ -318,18 +323,39 @@ class LocalBackend:
                 bar.update(done.size)
         return vectors
 
-    @staticmethod
-    def _word_pieces(tokenizer, texts):
-        encodings = tokenizer.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+    def _word_pieces(self, tokenizer, texts):
+        """Each text's word pieces, and whether they are all of its pieces.
 
-    def _windows(self, pieces):
+        Unless long texts are chunked, only their first ``max_length`` pieces are used
+        (or counted, to refuse them), and tokenizing a long text whole takes seconds per
+        megabyte. So a long text is tokenized from a prefix cut before a whitespace
+        character, longer until it yields enough pieces: the normaliser and the
+        pre-tokenizer work character by character and split at whitespace, so such a
+        prefix has exactly the pieces the whole text starts with.
+        """
+        if self.long_input == "chunk":
+            return _encode(tokenizer, texts), [True] * len(texts)
+        width = self.max_length - 2
+        size = max(_PREFIX_CHARS, _PREFIX_CHARS_PER_PIECE * width)
+        heads = [_head(text, size) for text in texts]
+        pieces = _encode(tokenizer, heads)
+        complete = [head is text for head, text in zip(heads, texts, strict=True)]
+        for i in range(len(texts)):
+            grown = size
+            while not complete[i] and len(pieces[i]) <= width:
+                grown *= 4
+                head = _head(texts[i], grown)
+                pieces[i], complete[i] = _encode(tokenizer, [head])[0], head is texts[i]
+        return pieces, complete
+
+    def _windows(self, pieces, complete):
         """Cut each text's word pieces into the sequences to run, with owner and weight."""
         width = self.max_length - 2  # room left by [CLS] and [SEP]
         lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
         too_long = np.flatnonzero(lengths > width)
         if too_long.size and self.long_input == "error":
-            raise self._too_long_error(too_long, lengths[too_long] + 2)
+            longest = too_long[np.argmax(lengths[too_long])]
+            raise self._too_long_error(too_long, lengths[too_long] + 2, exact=complete[longest])
         windows, owners, weights = [], [], []
         for position, ids in enumerate(pieces):
             if len(ids) <= width or self.long_input == "truncate":
@@ -347,15 +373,30 @@ class LocalBackend:
             np.asarray(weights, dtype=np.float32),
         )
 
-    def _too_long_error(self, positions, n_tokens):
+    def _too_long_error(self, positions, n_tokens, exact=True):
         # The positions go in `rows`, not in the text: the estimator translates them into
         # the caller's row numbers and appends those to the message.
+        has = "has" if exact else "has at least"
         message = (
             f"{positions.size} text(s) exceed max_length={self.max_length} tokens (the "
-            f"longest has {int(n_tokens.max())}). Pass long_input='truncate' to keep the "
+            f"longest {has} {int(n_tokens.max())}). Pass long_input='truncate' to keep the "
             "beginning of each, or long_input='chunk' to average the vectors of its pieces."
         )
         return InputTooLongError(message, rows=positions.tolist())
+
+
+def _encode(tokenizer, texts):
+    encodings = tokenizer.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
+
+
+def _head(text, size):
+    """``text`` cut before its last whitespace character within ``size`` characters, or
+    ``text`` itself when it is not longer or has no whitespace there."""
+    if len(text) <= size:
+        return text
+    cut = max(text.rfind(space, 0, size) for space in " \n\t\r")
+    return text[:cut] if cut > 0 else text
 
 
 def _batches(order, lengths, batch_size):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import random
+import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ import numpy as np
 
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
-from ._base import EmbeddingAPIError
-from ._planner import plan_pieces, plan_requests
+from ._base import EmbeddingAPIError, RequestMeter
+from ._planner import Piece, plan_pieces, plan_requests
 from ._rate_limit import RateLimiter
 
 __all__ = ["OpenAIBackend", "endpoint_identity"]
@@ -106,8 +108,16 @@ class OpenAIBackend:
         long_input="error",
         encoding_format="base64",
         progress=False,
+        usd_per_million_tokens=None,
     ):
         self.info = resolve_model(model, dimensions=dimensions)
+        #: Price of the tokens this backend sends (the registry's list price unless
+        #: overridden; ``None`` when unknown). Read by cost estimates and budgets.
+        self.usd_per_million_tokens = (
+            self.info.usd_per_million_tokens
+            if usd_per_million_tokens is None
+            else float(usd_per_million_tokens)
+        )
         self.dimensions = dimensions
         self.n_dimensions = dimensions or self.info.native_dim
         self.base_url = base_url
@@ -136,6 +146,13 @@ class OpenAIBackend:
     # -- the SDK client ---------------------------------------------------------------
 
     def _api_key(self):
+        if not _ENV_NAME.fullmatch(self.api_key_env):
+            # Never echoed: a value that is not a variable name is often the key itself.
+            raise EmbeddingAPIError(
+                "api_key_env must be the name of an environment variable (letters, digits "
+                "and underscores), such as 'OPENAI_API_KEY'; the value given is not one. "
+                "Put the key in that variable, never in a parameter."
+            )
         key = os.environ.get(self.api_key_env, "")
         if not key.strip():
             raise EmbeddingAPIError(
@@ -152,6 +169,8 @@ class OpenAIBackend:
                 import openai
 
                 common = {"api_key": self._api_key(), "max_retries": 0, "timeout": self.timeout}
+                if "@" in urlsplit(self.base_url or os.environ.get("OPENAI_BASE_URL", "")).netloc:
+                    _hide_url_credentials_in_http_logs()
                 if self.api_version:
                     self._client = openai.AzureOpenAI(
                         azure_endpoint=self.base_url, api_version=self.api_version, **common
@@ -169,7 +188,7 @@ class OpenAIBackend:
 
     # -- one HTTP request, with retries -----------------------------------------------
 
-    def _post(self, texts, n_tokens, limiter, stop):
+    def _post(self, texts, n_tokens, limiter, stop, meter):
         """Send one request until it succeeds, fails for good, or the job stops."""
         import openai
 
@@ -181,16 +200,20 @@ class OpenAIBackend:
         while True:
             if not limiter.acquire(n_tokens, stop):
                 raise _Stopped
+            meter.reserve(n_tokens)
             try:
                 raw = client.embeddings.with_raw_response.create(**params)
             except openai.APIStatusError as error:
+                meter.settle(n_tokens, billed=False)
                 headers = error.response.headers
                 limiter.observe(headers)
                 message = self._scrub(_api_message(error))
                 status = error.status_code
                 if status == 429 and "too large" in message.lower():
                     raise _RequestFailed(status, message, too_large=True) from None
-                if status not in _RETRYABLE_STATUS and status < 500:
+                # An exhausted quota is a 429 too, but only the account owner can end it.
+                fatal = status not in _RETRYABLE_STATUS and status < 500
+                if fatal or error.code == "insufficient_quota":
                     raise _RequestFailed(status, message) from None
                 delay = _retry_after(headers)
                 if status == 429:
@@ -198,8 +221,10 @@ class OpenAIBackend:
                     limiter.pause(delay if delay is not None else _backoff(attempt))
                 failure = (status, message)
             except openai.APIConnectionError as error:  # includes APITimeoutError
+                meter.settle(n_tokens, billed=None)
                 delay, failure = None, (None, self._scrub(str(error) or type(error).__name__))
             else:
+                meter.settle(n_tokens, billed=True)
                 limiter.observe(raw.headers, n_tokens)
                 return self._decode(raw.http_response.content, len(texts))
             attempt += 1
@@ -245,25 +270,25 @@ class OpenAIBackend:
 
     # -- a planned request, split when the service says so -----------------------------
 
-    def _run(self, pieces, texts, n_tokens, limiter, stop):
+    def _run(self, pieces, texts, n_tokens, limiter, stop, meter):
         """Embed one planned request; returns its outcomes (several if it was split)."""
-        result = self._attempt(pieces, texts, n_tokens, limiter, stop)
+        result = self._attempt(pieces, texts, n_tokens, limiter, stop, meter)
         if not isinstance(result, _RequestFailed):
             return [result] if result is not None else []
-        return self._split(pieces, result, texts, n_tokens, limiter, stop)
+        return self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
 
-    def _attempt(self, pieces, texts, n_tokens, limiter, stop):
+    def _attempt(self, pieces, texts, n_tokens, limiter, stop, meter):
         """One request (with its retries): an outcome, a failure, or None if stopped."""
         try:
             batch = [texts[i] for i in pieces]
-            vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop)
+            vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop, meter)
         except _RequestFailed as failure:
             return failure
         except _Stopped:
             return None
         return _Outcome(pieces, vectors=vectors)
 
-    def _split(self, pieces, failure, texts, n_tokens, limiter, stop):
+    def _split(self, pieces, failure, texts, n_tokens, limiter, stop, meter):
         """Narrow a refused request down to the inputs at fault, keeping the rest.
 
         A request too large for the rate limit is halved until it passes; a 400 is
@@ -275,7 +300,7 @@ class OpenAIBackend:
         if len(pieces) == 1 or not (failure.too_large or failure.status == 400):
             return [_Outcome(pieces, error=self._error(failure, pieces))]
         halves = (pieces[: len(pieces) // 2], pieces[len(pieces) // 2 :])
-        results = [self._attempt(half, texts, n_tokens, limiter, stop) for half in halves]
+        results = [self._attempt(half, texts, n_tokens, limiter, stop, meter) for half in halves]
         if failure.status == 400 and all(
             isinstance(r, _RequestFailed) and r.message == failure.message for r in results
         ):
@@ -283,7 +308,7 @@ class OpenAIBackend:
         outcomes = []
         for half, result in zip(halves, results, strict=True):
             if isinstance(result, _RequestFailed):
-                outcomes += self._split(half, result, texts, n_tokens, limiter, stop)
+                outcomes += self._split(half, result, texts, n_tokens, limiter, stop, meter)
             elif result is not None:
                 outcomes.append(result)
         return outcomes
@@ -308,8 +333,8 @@ class OpenAIBackend:
 
     # -- the whole job ------------------------------------------------------------------
 
-    def embed(self, texts, on_result=None):
-        """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`."""
+    def _pieces(self, texts):
+        """The inputs that embedding ``texts`` sends, each with its exact token count."""
         counts = count_tokens(texts, self.info.encoding)
         pieces = plan_pieces(
             texts,
@@ -318,6 +343,47 @@ class OpenAIBackend:
             long_input=self.long_input,
             encoding=self.info.encoding,
         )
+        if self.long_input == "truncate" and (counts > self.info.max_input_tokens).any():
+            # The planner counts a truncated text as the limit, but re-encoding the cut
+            # text can give a token or two fewer; the API bills what it receives.
+            cut = [i for i, p in enumerate(pieces) if p.text is not texts[p.owner]]
+            exact = count_tokens([pieces[i].text for i in cut], self.info.encoding)
+            for i, n in zip(cut, exact.tolist(), strict=True):
+                pieces[i] = Piece(pieces[i].text, n, pieces[i].owner)
+        return pieces
+
+    def count_billed_tokens(self, texts):
+        """Tokens that embedding each text sends, after the ``long_input`` policy.
+
+        Exactly what the API counts (and bills) when every request succeeds first time.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Distinct, valid texts.
+
+        Returns
+        -------
+        ndarray of shape (len(texts),), dtype int64
+
+        Raises
+        ------
+        InputTooLongError
+            If a text is over the model's limit and ``long_input="error"``.
+        """
+        pieces = self._pieces(texts)
+        owners = np.fromiter((p.owner for p in pieces), dtype=np.intp, count=len(pieces))
+        tokens = np.fromiter((p.n_tokens for p in pieces), dtype=np.int64, count=len(pieces))
+        return np.bincount(owners, weights=tokens, minlength=len(texts)).astype(np.int64)
+
+    def embed(self, texts, on_result=None, meter=None):
+        """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`.
+
+        ``meter``, a :class:`RequestMeter`, counts the requests and tokens sent and
+        stops the job before a request would cross its limit.
+        """
+        meter = RequestMeter() if meter is None else meter
+        pieces = self._pieces(texts)
         piece_texts = [p.text for p in pieces]
         piece_tokens = np.array([p.n_tokens for p in pieces], dtype=np.int64)
         owners = np.array([p.owner for p in pieces], dtype=np.intp)
@@ -346,7 +412,7 @@ class OpenAIBackend:
             ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed") as pool,
         ):
             pending = {
-                pool.submit(self._run, request, piece_texts, piece_tokens, limiter, stop)
+                pool.submit(self._run, request, piece_texts, piece_tokens, limiter, stop, meter)
                 for request in requests
             }
             while pending:
@@ -361,9 +427,17 @@ class OpenAIBackend:
                         continue
                     for outcome in outcomes:
                         if outcome.error is None:
-                            bar.update(assembler.add(outcome.pieces, outcome.vectors))
+                            assembler.add(outcome.pieces, outcome.vectors)
                         else:
                             fail(outcome.error)
+                # One hand-over per wake-up: a slow store (an fsync per call) then
+                # stores more per call instead of falling behind the answers, which a
+                # crash would lose. A store that fails stops the job like an API error,
+                # rather than letting every queued request be sent and thrown away.
+                try:
+                    bar.update(assembler.flush())
+                except Exception as error:
+                    fail(error)
         if errors:
             error = errors[0]
             if not isinstance(error, EmbeddingAPIError):
@@ -384,9 +458,10 @@ class _Assembler:
         self.on_result = on_result
         self.out = None
         self.n_texts = n_texts
+        self.completed = []  # arrays of texts completed, not yet handed on
 
     def add(self, pieces, vectors):
-        """Take the vectors of ``pieces``; returns how many texts this completed."""
+        """Take the vectors of ``pieces``; texts they complete wait for :meth:`flush`."""
         if self.out is None:
             self.out = np.zeros((self.n_texts, vectors.shape[1]), dtype=np.float32)
         owners = self.owners[pieces]
@@ -397,12 +472,44 @@ class _Assembler:
         if len(complete):
             rows = self.out[complete]
             self.out[complete] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-            if self.on_result is not None:
-                self.on_result(complete, self.out[complete])
+            self.completed.append(complete)
+
+    def flush(self):
+        """Hand the texts completed since the last flush to ``on_result``; return how many."""
+        if not self.completed:
+            return 0
+        complete, self.completed = np.concatenate(self.completed), []
+        if self.on_result is not None:
+            self.on_result(complete, self.out[complete])
         return len(complete)
 
     def result(self):
         return self.out
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
+
+
+class _HideURLCredentials(logging.Filter):
+    """Mask ``user:password@`` in the request URLs that the HTTP client logs."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        if "@" in message:
+            record.msg, record.args = _URL_CREDENTIALS.sub(r"\1***@", message), ()
+        return True
+
+
+_URL_FILTER = _HideURLCredentials()
+
+
+def _hide_url_credentials_in_http_logs():
+    # The SDK's HTTP client logs every request URL at INFO, credentials included.
+    for name in ("httpx", "httpx2"):
+        logger = logging.getLogger(name)
+        if _URL_FILTER not in logger.filters:
+            logger.addFilter(_URL_FILTER)
 
 
 def _api_message(error):

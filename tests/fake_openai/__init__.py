@@ -170,6 +170,16 @@ class FakeOpenAIServer:
         self._call("POST", "/control", config)
         self._api_key = config.get("api_key", self._api_key)
 
+    def configure_batches(self, **config):
+        """Merge ``config`` into the Batch API's configuration (see /control/batches).
+
+        Keys: ``completion_seconds``, ``plans`` (outcomes of the next batches),
+        ``fail_texts``, ``fail_seed``, ``max_requests_per_batch``,
+        ``max_inputs_per_batch``, ``max_file_bytes``; :meth:`reset` restores the
+        defaults and forgets every file and batch.
+        """
+        self._call("POST", "/control/batches", config)
+
     def reset(self):
         """Restore the configuration given at construction and clear the stats."""
         self._call("POST", "/reset", {})

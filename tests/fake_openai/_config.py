@@ -14,9 +14,9 @@ from dataclasses import dataclass
 DEFAULT_API_KEY = "sk-fake-skembed-0000"
 
 VECTOR_MODES = ("random", "bag_of_words")
-FAULT_KINDS = ("ok", "500", "503", "429", "drop", "timeout")
+FAULT_KINDS = ("ok", "500", "503", "429", "quota", "drop", "timeout", "slow")
 _FAULT_FIELDS = {"kind", "retry_after", "seconds"}
-_PROBABILITIES = ("p_500", "p_503", "p_drop", "p_timeout")
+_PROBABILITIES = ("p_500", "p_503", "p_drop", "p_timeout", "p_slow")
 
 # The endpoint-wide limits of the real embeddings API.
 MAX_INPUTS_PER_REQUEST = 2048
@@ -50,6 +50,7 @@ DEFAULT_CONFIG = {
     "p_503": 0.0,
     "p_drop": 0.0,
     "p_timeout": 0.0,
+    "p_slow": 0.0,
     "timeout_seconds": 10.0,
     "fault_seed": 0,
     "vector_mode": "random",

@@ -12,6 +12,11 @@ ORGANIZATION = "org-skembed-fake"
 INVALID_INPUT = f"'$.input' is invalid. {_DOCS}"
 SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
 OVERLOADED = "The engine is currently overloaded, please try again later."
+QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
 
 
 class ApiError(Exception):

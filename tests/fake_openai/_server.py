@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import _errors
+from ._batch import BatchStore, merge_stats
 from ._config import DEFAULT_CONFIG, merge_config
 from ._state import Reply, ServerState
 
@@ -41,9 +42,22 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/stats":
             texts = parse_qs(url.query).get("texts", ["1"])[-1] not in ("0", "false")
-            self._send(_json_reply(self.server.state.stats(texts=texts)))
+            online = self.server.state.stats(texts=True)
+            stats = merge_stats(online, self.server.batches.stats(), texts=texts)
+            self._send(_json_reply(stats))
         else:
-            self._send(_error_reply(_errors.invalid_url("GET", url.path)))
+            reply = self._batches("GET", url)
+            self._send(reply or _error_reply(_errors.invalid_url("GET", url.path)))
+
+    def do_DELETE(self):
+        url = urlsplit(self.path)
+        reply = self._batches("DELETE", url)
+        self._send(reply or _error_reply(_errors.invalid_url("DELETE", url.path)))
+
+    def _batches(self, method, url, body=b""):
+        """The Files/Batch API's answer, or ``None`` when ``url`` is not one of its paths."""
+        query = parse_qs(url.query)
+        return self.server.batches.handle(method, url.path, query, self.headers, body)
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -57,19 +71,25 @@ class _Handler(BaseHTTPRequestHandler):
             reply = state.embeddings(self.headers, body, deployment=unquote(azure[1]))
         elif url.path == "/control":
             reply = self._control(body)
+        elif url.path == "/control/batches":
+            reply = self._control(body, self.server.batches)
         elif url.path == "/reset":
             state.reset()
+            self.server.batches.reset()
             reply = _json_reply({"ok": True})
         elif url.path == "/reset_stats":
             state.reset_stats()
+            self.server.batches.reset_stats()
             reply = _json_reply({"ok": True})
         else:
-            reply = _error_reply(_errors.invalid_url("POST", url.path))
+            reply = self._batches("POST", url, body) or _error_reply(
+                _errors.invalid_url("POST", url.path)
+            )
         self._send(reply)
 
-    def _control(self, body):
+    def _control(self, body, target=None):
         try:
-            self.server.state.control(json.loads(body or b"{}"))
+            (target or self.server.state).control(json.loads(body or b"{}"))
         except ValueError as error:  # includes malformed JSON
             return _error_reply(_errors.ApiError(400, str(error)))
         return _json_reply({"ok": True})
@@ -82,7 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
             f"Date: {self.date_time_string()}",
-            "Content-Type: application/json",
+            # File contents are bytes; everything else is JSON.
+            *(() if "Content-Type" in reply.headers else ("Content-Type: application/json",)),
             f"Content-Length: {len(reply.body)}",
             *(f"{name}: {value}" for name, value in reply.headers.items()),
         ]
@@ -103,6 +124,7 @@ class FakeOpenAIHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, port, config):
         self.state = ServerState(config)
+        self.batches = BatchStore(self.state)
         super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request, client_address):

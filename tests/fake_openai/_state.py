@@ -29,6 +29,7 @@ from ._ratelimit import RateLimiter, format_duration
 from ._vectors import embed_rows, input_bytes
 
 _LIMIT_KEYS = ("rpm", "tpm", "burst_seconds")
+_RANDOM_FAULTS = ("500", "503", "drop", "timeout", "slow")
 
 
 @dataclass
@@ -177,7 +178,7 @@ class ServerState:
                 if fault["kind"] == "timeout":
                     time.sleep(fault.get("seconds", config["timeout_seconds"]))
                 return Reply(None, label=fault["kind"])
-            if fault["kind"] != "ok":
+            if fault["kind"] not in ("ok", "slow"):
                 raise self._fault_error(fault, request.model)
             decision = limiter.acquire(request.n_tokens)
             if decision.kind is not None:
@@ -208,6 +209,11 @@ class ServerState:
             stats.max_inputs = max(stats.max_inputs, len(request.items))
             stats.max_tokens = max(stats.max_tokens, request.n_tokens)
             stats.text_counts.update(texts)
+        if fault["kind"] == "slow":
+            # Answered and charged, like the real API, but after a client with a short
+            # timeout has given up: it pays again when it retries.
+            time.sleep(fault.get("seconds", config["timeout_seconds"]))
+            return Reply(200, body, decision.headers, "slow")
         return Reply(200, body, decision.headers, "200")
 
     def _next_fault(self, config):
@@ -215,7 +221,7 @@ class ServerState:
             if self._faults:
                 return self._faults.popleft()
             draw = self._fault_rng.random() if self._has_random_faults(config) else 1.0
-        for kind in ("500", "503", "drop", "timeout"):
+        for kind in _RANDOM_FAULTS:
             draw -= config[f"p_{kind}"]
             if draw < 0:
                 return {"kind": kind}
@@ -223,7 +229,7 @@ class ServerState:
 
     @staticmethod
     def _has_random_faults(config):
-        return any(config[f"p_{kind}"] for kind in ("500", "503", "drop", "timeout"))
+        return any(config[f"p_{kind}"] for kind in _RANDOM_FAULTS)
 
     @staticmethod
     def _fault_error(fault, model):
@@ -236,6 +242,11 @@ class ServerState:
                 f"requests per min (RPM). Please try again in {format_duration(wait)}.",
                 type="requests",
                 code="rate_limit_exceeded",
+            )
+        elif kind == "quota":
+            # A 429 that waiting cannot cure: the account is out of credit.
+            error = _errors.ApiError(
+                429, _errors.QUOTA, type="insufficient_quota", code="insufficient_quota"
             )
         elif kind == "503":
             error = _errors.ApiError(503, _errors.OVERLOADED, type="server_error")

@@ -1,0 +1,749 @@
+"""The embedding cache in a Redis server, shared by every machine of a cluster.
+
+Same keys, interface and guarantees as :class:`~skembed._cache.EmbeddingCache`; see
+``docs/redis_cache.rst``. Layout under ``<prefix>``:
+
+``<prefix>:e:<hex digest>``
+    One string per vector: a 12-byte header (magic ``SKv1``, width and checksum, as
+    little-endian uint32) and the raw float32 row. The digest comes from
+    :func:`~skembed._cache.cache_key`, so Redis never sees a text or a namespace.
+``<prefix>:stats``
+    Hash of the hit and miss totals of every process.
+``<prefix>:lock:<hex>``
+    Per-namespace locks: a random token with an expiry, renewed while held.
+
+The ``redis`` client is imported on first use (extra ``skembed[redis]``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import numpy as np
+
+from ._cache import CacheCorruptionError, CacheError, _check_dim
+
+__all__ = ["RedisEmbeddingCache"]
+
+_logger = logging.getLogger("skembed")
+
+_MAGIC = np.frombuffer(b"SKv1", dtype="<u4")[0]
+_HEADER_WORDS = 3  # magic, width, checksum
+_KEY_SIZE = 32
+# A round trip carries at most this many keys or (roughly) bytes of vectors: large
+# enough that latency is paid once per several MB, small enough that neither Redis's
+# output buffer nor the client holds much more than the result array.
+_CHUNK_KEYS = 10_000
+_CHUNK_BYTES = 8 << 20
+_SCAN_COUNT = 1000
+_DEFAULT_PASSWORD_ENV = "SKEMBED_REDIS_PASSWORD"
+# Connections inherited through fork belong to the parent; the child keeps them
+# referenced so that no finaliser closes the parent's sockets.
+_inherited = []
+_instances = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for cache in list(_instances):
+        cache._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# Stores a batch atomically: refuses it whole if one key holds a vector of another
+# width, otherwise sets the keys that are absent (the first write wins), and adds the
+# caller's pending hit/miss counts. KEYS = stats key, entry keys...; ARGV = value
+# length, expiry in ms (0: none), hits, misses, values...
+_PUT_SCRIPT = """
+local size = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 2, #KEYS do
+    local have = redis.call('STRLEN', KEYS[i])
+    if have ~= 0 and have ~= size then return {i - 1, redis.call('GET', KEYS[i])} end
+end
+for i = 2, #KEYS do
+    if ttl > 0 then
+        redis.call('SET', KEYS[i], ARGV[i + 3], 'NX', 'PX', ttl)
+    else
+        redis.call('SET', KEYS[i], ARGV[i + 3], 'NX')
+    end
+end
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'hits', ARGV[3]) end
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[1], 'misses', ARGV[4]) end
+return {0, false}
+"""
+# Only the holder (the token) may extend or release a lock.
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _import_redis():
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(
+            "RedisEmbeddingCache needs the 'redis' client package: pip install 'skembed[redis]'."
+        ) from exc
+    return redis
+
+
+def split_password(url):
+    """Split a Redis URL into the URL without its password, and the password.
+
+    A password can sit in the user part (``redis://user:secret@host``) or in the
+    query (``?password=secret``); both are removed.
+
+    Parameters
+    ----------
+    url : str
+        ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+    Returns
+    -------
+    clean_url : str
+    password : str or None
+
+    Examples
+    --------
+    >>> split_password("redis://:s3cret@cache.internal:6380/2")
+    ('redis://cache.internal:6380/2', 's3cret')
+    >>> split_password("rediss://app@cache.internal/0?password=s3cret&ssl_cert_reqs=none")
+    ('rediss://app@cache.internal/0?ssl_cert_reqs=none', 's3cret')
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            "A Redis cache URL must start with redis://, rediss:// or unix://; got a URL "
+            f"with scheme {parts.scheme!r}."
+        )
+    password = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, secret = userinfo.partition(":")
+        if colon:
+            password = unquote(secret)
+        netloc = f"{user}@{host}" if user else host
+    query = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "password":
+            password = value
+        else:
+            query.append((name, value))
+    return _join_url(parts, netloc, urlencode(query)), password or None
+
+
+def _join_url(parts, netloc, query):
+    # Not urlunsplit: it drops the "//" of an empty host (unix:///path).
+    url = f"{parts.scheme}://{netloc}{parts.path}"
+    return url + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def cache_from_url(url):
+    """The :class:`RedisEmbeddingCache` for a ``cache="redis://..."`` parameter.
+
+    A password in such a URL would be stored in the estimator's parameters, and so in
+    its repr and pickles: it is refused; the server's password is read from
+    ``$SKEMBED_REDIS_PASSWORD`` instead.
+
+    Parameters
+    ----------
+    url : str
+
+    Returns
+    -------
+    RedisEmbeddingCache
+    """
+    clean, password = split_password(url)
+    if password is not None:
+        raise ValueError(
+            f"The 'cache' URL {clean} must not contain a password: the parameter is kept "
+            "in the estimator's repr, get_params() and pickles. Put the password in the "
+            f"{_DEFAULT_PASSWORD_ENV} environment variable (of every worker), or pass a "
+            "RedisEmbeddingCache object."
+        )
+    return RedisEmbeddingCache(url)
+
+
+class RedisEmbeddingCache:
+    """Embedding cache in a Redis server, shared by processes on many machines.
+
+    Keys are 32-byte digests from :func:`~skembed._cache.cache_key`, stored under
+    ``prefix``; values are float32 vectors with their width and a checksum. A vector of
+    another width than asked for is an error, and a damaged value raises
+    :class:`~skembed._cache.CacheCorruptionError`: neither is ever returned. Reads and
+    writes are batched: one round trip per chunk of up to 10,000 keys (or about 8 MB of
+    vectors). The connection is opened on first use, in each process.
+
+    Parameters
+    ----------
+    url : str, default="redis://localhost:6379/0"
+        ``redis://[user@]host[:port][/db]``, ``rediss://`` for TLS, or
+        ``unix:///path/to/socket?db=0``. A password in the URL is accepted but kept
+        in memory only: it never appears in the repr, errors or pickles, and a
+        pickled copy reads the password from ``password_env`` instead.
+    prefix : str, default="skembed"
+        Namespace of every key this cache writes, reads, counts and clears.
+    ttl : float, default=None
+        Seconds an entry lives after it is written; ``None``: until evicted by the
+        server's ``maxmemory-policy`` or cleared. Rewriting a live key does not
+        extend it.
+    password_env : str or None, default="SKEMBED_REDIS_PASSWORD"
+        Environment variable holding the server's password, read when a process
+        connects (so each worker may set its own). Unset or empty, or ``None``: no
+        password, unless the URL has one.
+    lock_timeout : float, default=60.0
+        Seconds a :meth:`lock` outlives a holder that stopped renewing it (a crashed
+        or frozen process). A live holder renews it every third of that time.
+    socket_timeout : float, default=30.0
+        Seconds to wait for the server to connect or answer before
+        :class:`~skembed._cache.CacheError`.
+
+    Attributes
+    ----------
+    url : str
+        The URL without its password.
+
+    Examples
+    --------
+    >>> from skembed._redis_cache import RedisEmbeddingCache
+    >>> cache = RedisEmbeddingCache("redis://:s3cret@cache.internal:6379/0", ttl=86400)
+    >>> cache
+    RedisEmbeddingCache('redis://:***@cache.internal:6379/0', ttl=86400)
+    >>> import pickle
+    >>> b"s3cret" in pickle.dumps(cache)
+    False
+    """
+
+    def __init__(
+        self,
+        url="redis://localhost:6379/0",
+        *,
+        prefix="skembed",
+        ttl=None,
+        password_env=_DEFAULT_PASSWORD_ENV,
+        lock_timeout=60.0,
+        socket_timeout=30.0,
+    ):
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}.")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}.")
+        for name, value in (
+            ("ttl", ttl),
+            ("lock_timeout", lock_timeout),
+            ("socket_timeout", socket_timeout),
+        ):
+            if value is None and name == "ttl":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+        self.url, self._url_password = split_password(url)
+        self.prefix = prefix
+        self.ttl = ttl
+        self.password_env = password_env
+        self.lock_timeout = lock_timeout
+        self.socket_timeout = socket_timeout
+        self._lock = threading.RLock()
+        self._password_dropped = False
+        self._reset()
+        _instances.add(self)
+
+    def _config(self):
+        return {
+            "url": self.url,
+            "prefix": self.prefix,
+            "ttl": self.ttl,
+            "password_env": self.password_env,
+            "lock_timeout": self.lock_timeout,
+            "socket_timeout": self.socket_timeout,
+        }
+
+    def _reset(self):
+        self._client = None
+        self._pid = None
+        self._hits = self._misses = 0
+        self._pending_hits = self._pending_misses = 0
+
+    # -- pickling: the configuration, never a connection or a password ---------------
+
+    def __getstate__(self):
+        return {**self._config(), "password_dropped": self._url_password is not None}
+
+    def __setstate__(self, state):
+        self._password_dropped = state.pop("password_dropped")
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._url_password = None
+        self._lock = threading.RLock()
+        self._reset()
+        _instances.add(self)
+
+    def __deepcopy__(self, memo):
+        # A copy in this process (sklearn's clone) may keep the password in memory.
+        copied = type(self)(**self._config())
+        copied._url_password = self._url_password
+        copied._password_dropped = self._password_dropped
+        return copied
+
+    def __repr__(self):
+        options = [repr(self._display_url())]
+        for name, default in (
+            ("prefix", "skembed"),
+            ("ttl", None),
+            ("password_env", _DEFAULT_PASSWORD_ENV),
+            ("lock_timeout", 60.0),
+            ("socket_timeout", 30.0),
+        ):
+            value = getattr(self, name)
+            if value != default:
+                options.append(f"{name}={value!r}")
+        return f"RedisEmbeddingCache({', '.join(options)})"
+
+    def _display_url(self):
+        """The URL, with ``***`` where a password was given in it."""
+        if self._url_password is None:
+            return self.url
+        parts = urlsplit(self.url)
+        user, _, host = parts.netloc.rpartition("@")
+        return _join_url(parts, f"{user}:***@{host}", parts.query)
+
+    # -- the connection -------------------------------------------------------------
+
+    def _redis(self):
+        """This process's client, created on first use."""
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                return self._client
+            if self._client is not None:
+                _inherited.append(self._client)
+                self._reset()
+            redis = _import_redis()
+            password = self._url_password or os.environ.get(self.password_env or "") or None
+            self._client = redis.Redis.from_url(
+                self.url,
+                password=password,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+            )
+            self._pid = os.getpid()
+            return self._client
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Redis failures as CacheError naming the server, never its password."""
+        redis = _import_redis()
+        try:
+            yield
+        except redis.AuthenticationError as exc:
+            hint = ""
+            if self._password_dropped and not os.environ.get(self.password_env or ""):
+                hint = (
+                    " The password given in the URL is not pickled: set "
+                    f"{self.password_env} in this process's environment."
+                )
+            raise CacheError(
+                f"The Redis server of the embedding cache {self.url} refused the "
+                f"credentials ({exc}).{hint}",
+                self.url,
+            ) from None
+        except redis.RedisError as exc:
+            raise CacheError(
+                f"The Redis server of the embedding cache {self.url} failed: "
+                f"{type(exc).__name__}: {exc}",
+                self.url,
+            ) from None
+
+    def _entry_keys(self, hex_keys):
+        return [f"{self.prefix}:e:{key}" for key in hex_keys]
+
+    @property
+    def _stats_key(self):
+        return f"{self.prefix}:stats"
+
+    def close(self):
+        """Save this process's hit/miss counts and close the connection.
+
+        The cache reconnects if used again.
+        """
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                return
+            if self._pending_hits or self._pending_misses:
+                with contextlib.suppress(CacheError), self._errors():
+                    pipe = self._client.pipeline(transaction=False)
+                    self._queue_counters(pipe)
+                    pipe.execute()
+            self._client.close()
+            self._client = self._pid = None
+
+    def _queue_counters(self, pipe):
+        for name, value in (("hits", self._pending_hits), ("misses", self._pending_misses)):
+            if value:
+                pipe.hincrby(self._stats_key, name, value)
+        self._pending_hits = self._pending_misses = 0
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, keys, dim, *, count=True):
+        """Look up many keys at once: one round trip per chunk of keys.
+
+        Parameters
+        ----------
+        keys : sequence of bytes, or uint8 array of shape (n, 32)
+            Digests from :func:`~skembed._cache.cache_key`.
+        dim : int
+            Length of the vectors the caller expects.
+        count : bool, default=True
+            Whether to add this look-up to the hit/miss statistics.
+
+        Returns
+        -------
+        found : ndarray of shape (n,), dtype bool
+            Whether each key is cached.
+        vectors : ndarray of shape (n, dim), dtype float32
+            The cached vectors; rows of misses are zero.
+
+        Raises
+        ------
+        ValueError
+            If a key is cached with a vector of another length than ``dim``.
+        CacheCorruptionError
+            If a value is not one this cache wrote, or fails its checksum.
+        CacheError
+            If the server cannot be reached or refuses the command.
+        """
+        dim = _check_dim(dim)
+        hex_keys = _hex(_key_array(keys))
+        n = len(hex_keys)
+        # Distinct keys are fetched once; ``first`` holds each one's first position.
+        first = {}
+        for position, key in enumerate(hex_keys):
+            first.setdefault(key, position)
+        unique = list(first) if len(first) < n else hex_keys
+        found = np.zeros(len(unique), dtype=bool)
+        # Not np.zeros: only the rows of misses need zeroing, and the pages are written once.
+        vectors = np.empty((len(unique), dim), dtype=np.float32)
+        size = 4 * (_HEADER_WORDS + dim)
+        chunk = max(1, min(_CHUNK_KEYS, _CHUNK_BYTES // size))
+        if unique:
+            client = self._redis()
+            with self._lock, self._errors():
+                for start in range(0, len(unique), chunk):
+                    names = self._entry_keys(unique[start : start + chunk])
+                    pipe = client.pipeline(transaction=False)
+                    self._queue_counters(pipe)  # rides along: no round trip of its own
+                    pipe.mget(names)
+                    values = pipe.execute()[-1]
+                    where = [first[key] for key in unique[start : start + chunk]]
+                    self._decode(values, dim, start, where, names, found, vectors)
+        vectors[~found] = 0
+        if len(unique) < n:
+            index = {key: i for i, key in enumerate(unique)}
+            inverse = np.fromiter((index[key] for key in hex_keys), dtype=np.intp, count=n)
+            found, vectors = found[inverse], vectors[inverse]
+        if count:
+            hits = int(found.sum())
+            with self._lock:
+                self._hits += hits
+                self._misses += n - hits
+                self._pending_hits += hits
+                self._pending_misses += n - hits
+        return found, vectors
+
+    def _decode(self, values, dim, start, where, names, found, out):
+        """Check the values of one chunk and copy them into rows ``start:`` of ``out``.
+
+        ``where`` gives the caller's position of each key, to name it in errors.
+        """
+        size = 4 * (_HEADER_WORDS + dim)
+        good = [i for i, value in enumerate(values) if value is not None and len(value) == size]
+        for i, value in enumerate(values):
+            if value is not None and len(value) != size:
+                self._refuse(value, dim, where[i], names[i])
+        if not good:
+            return
+        rows = np.frombuffer(b"".join([values[i] for i in good]), dtype="<u4")
+        rows = rows.reshape(len(good), _HEADER_WORDS + dim)
+        sums = rows[:, _HEADER_WORDS:].sum(axis=1, dtype=np.uint32)
+        bad = (rows[:, 0] != _MAGIC) | (rows[:, 1] != dim) | (rows[:, 2] != sums)
+        if bad.any():
+            i = good[int(np.flatnonzero(bad)[0])]
+            raise CacheCorruptionError(
+                f"The value of {names[i]} in the Redis embedding cache {self.url} fails its "
+                "checksum or header: it was modified or not written by skembed. Delete the "
+                "key, or clear the cache (RedisEmbeddingCache(...).clear()).",
+                self.url,
+            )
+        if len(good) == len(values):  # all hits: one contiguous copy
+            found[start : start + len(good)] = True
+            out[start : start + len(good)] = rows[:, _HEADER_WORDS:].view(np.float32)
+        else:
+            positions = start + np.asarray(good)
+            found[positions] = True
+            out[positions] = rows[:, _HEADER_WORDS:].view(np.float32)
+
+    def _refuse(self, value, dim, position, name):
+        """A value of an unexpected length: another width, or damage."""
+        header = np.frombuffer(value[: 4 * _HEADER_WORDS].ljust(12, b"\0"), dtype="<u4")
+        stored_dim = int(header[1])
+        if header[0] == _MAGIC and len(value) == 4 * (_HEADER_WORDS + stored_dim):
+            raise ValueError(
+                f"Key {position} is cached with a {stored_dim}-d vector (in the Redis cache "
+                f"{self.url}), not {dim}-d: a cache key must include the dimensions."
+            )
+        raise CacheCorruptionError(
+            f"The value of {name} in the Redis embedding cache {self.url} has "
+            f"{len(value)} bytes, which no {dim}-d entry has: it was truncated or not "
+            "written by skembed. Delete the key, or clear the cache.",
+            self.url,
+        )
+
+    # -- writing ----------------------------------------------------------------------
+
+    def put(self, keys, vectors):
+        """Store vectors: one round trip per chunk, each chunk stored atomically.
+
+        Keys already in the cache keep their vector (the first write wins).
+
+        Parameters
+        ----------
+        keys : sequence of bytes, or uint8 array of shape (n, 32)
+            Digests from :func:`~skembed._cache.cache_key`.
+        vectors : array-like of shape (n, dim)
+            Finite values; stored as float32.
+
+        Raises
+        ------
+        ValueError
+            If shapes disagree, a value is not finite, or a key is already cached
+            with a vector of another length (nothing of that chunk is stored).
+        CacheError
+            If the server cannot be reached or refuses the command.
+        """
+        array = _key_array(keys)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(array):
+            raise ValueError(
+                f"put() needs one vector per key: got {len(array)} keys and vectors of shape "
+                f"{vectors.shape}."
+            )
+        dim = _check_dim(vectors.shape[1])
+        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"Vector {row} contains NaN or infinity; nothing was cached.")
+        if len(array) == 0:
+            return
+        _, first = np.unique(array.view(f"V{_KEY_SIZE}").ravel(), return_index=True)
+        first.sort()
+        rows = np.empty((len(first), _HEADER_WORDS + dim), dtype="<u4")
+        rows[:, 0] = _MAGIC
+        rows[:, 1] = dim
+        rows[:, _HEADER_WORDS:] = vectors[first].view(np.uint32)
+        rows[:, 2] = rows[:, _HEADER_WORDS:].sum(axis=1, dtype=np.uint32)
+        raw, size = rows.tobytes(), rows.shape[1] * 4
+        hex_keys = _hex(array[first])
+        ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
+        chunk = max(1, min(_CHUNK_KEYS, _CHUNK_BYTES // size))
+        client = self._redis()
+        with self._lock, self._errors():
+            script = client.register_script(_PUT_SCRIPT)
+            for start in range(0, len(first), chunk):
+                stop = min(start + chunk, len(first))
+                names = self._entry_keys(hex_keys[start:stop])
+                values = [raw[i * size : (i + 1) * size] for i in range(start, stop)]
+                hits, misses = self._pending_hits, self._pending_misses
+                self._pending_hits = self._pending_misses = 0
+                refused, value = script(
+                    keys=[self._stats_key, *names],
+                    args=[size, ttl_ms, hits, misses, *values],
+                )
+                if refused:
+                    position = int(first[start + refused - 1])
+                    self._refuse(value, dim, position, names[refused - 1])
+
+    # -- management -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, namespace):
+        """Exclusive lock on ``namespace`` across processes, machines and threads.
+
+        A Redis key holding a random token, set only if absent and expiring after
+        ``lock_timeout`` seconds; a thread renews it while it is held, and only its
+        holder deletes it. If the holder dies, the lock expires. Not re-entrant.
+
+        The lock only saves money: a holder that loses it (a server restart, a pause
+        longer than ``lock_timeout``) may see a parallel process fetch the same texts,
+        never a wrong vector. That is logged as a warning.
+
+        Parameters
+        ----------
+        namespace : str
+            The namespace of the keys being fetched.
+
+        Yields
+        ------
+        None
+        """
+        digest = hashlib.blake2b(
+            namespace.encode("utf-8", "surrogatepass"), digest_size=16
+        ).hexdigest()
+        name = f"{self.prefix}:lock:{digest}"
+        token = uuid.uuid4().hex
+        expiry_ms = max(1, round(self.lock_timeout * 1000))
+        client = self._redis()
+        delay = 0.005
+        with self._errors():
+            while not client.set(name, token, nx=True, px=expiry_ms):
+                time.sleep(delay)
+                delay = min(2 * delay, 0.2, self.lock_timeout / 4)
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(client, name, token, expiry_ms, stop), daemon=True
+        )
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                client.eval(_RELEASE_SCRIPT, 1, name, token)
+            except _import_redis().RedisError as exc:
+                # Waiters then wait for the expiry; an error here would hide the caller's.
+                _logger.warning("could not release the Redis cache lock: %s", exc)
+
+    def _renew(self, client, name, token, expiry_ms, stop):
+        redis = _import_redis()
+        while not stop.wait(expiry_ms / 3000):
+            try:
+                held = client.eval(_RENEW_SCRIPT, 1, name, token, expiry_ms)
+            except redis.RedisError as exc:
+                _logger.warning("could not renew the Redis cache lock: %s", exc)
+                continue
+            if not held:
+                _logger.warning(
+                    "the Redis cache lock expired while held: another process may fetch "
+                    "the same texts (lock_timeout=%s s)",
+                    self.lock_timeout,
+                )
+                return
+
+    def _scan(self, client, pattern):
+        """Keys matching ``pattern`` (SCAN, never KEYS), in batches."""
+        cursor = 0
+        while True:
+            cursor, names = client.scan(cursor, match=pattern, count=_SCAN_COUNT)
+            if names:
+                yield names
+            if not cursor:
+                return
+
+    def stats(self):
+        """Size and use of this prefix's entries (SCAN over every key: for management).
+
+        Returns
+        -------
+        dict
+            ``path`` (the URL, without password), ``prefix``; ``entries`` and
+            ``entries_by_dim``; ``size_bytes`` (keys and values, without Redis's own
+            per-key overhead); ``hits``/``misses`` of this handle in this process;
+            ``total_hits``/``total_misses`` of every process since the last
+            :meth:`clear`; ``ttl``.
+        """
+        client = self._redis()
+        by_dim, size = {}, 0
+        with self._lock, self._errors():
+            pattern = f"{_glob_escape(self.prefix)}:e:*"
+            for names in self._scan(client, pattern):
+                pipe = client.pipeline(transaction=False)
+                for key in names:
+                    pipe.strlen(key)
+                for key, length in zip(names, pipe.execute(), strict=True):
+                    if length:  # 0: expired or evicted since the scan
+                        dim = length // 4 - _HEADER_WORDS
+                        by_dim[dim] = by_dim.get(dim, 0) + 1
+                        size += len(key) + length
+            pipe = client.pipeline(transaction=False)
+            self._queue_counters(pipe)
+            pipe.hgetall(self._stats_key)
+            totals = {k.decode(): int(v) for k, v in pipe.execute()[-1].items()}
+            return {
+                "path": self.url,
+                "prefix": self.prefix,
+                "entries": sum(by_dim.values()),
+                "entries_by_dim": dict(sorted(by_dim.items())),
+                "size_bytes": size,
+                "hits": self._hits,
+                "misses": self._misses,
+                "total_hits": totals.get("hits", 0),
+                "total_misses": totals.get("misses", 0),
+                "ttl": self.ttl,
+            }
+
+    def clear(self):
+        """Delete every entry under this prefix and reset the totals (never FLUSHDB).
+
+        Locks held by running jobs are left alone.
+        """
+        client = self._redis()
+        with self._lock, self._errors():
+            for names in self._scan(client, f"{_glob_escape(self.prefix)}:e:*"):
+                client.unlink(*names)
+            client.delete(self._stats_key)
+            self._pending_hits = self._pending_misses = 0
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _key_array(keys):
+    """Keys as a (n, 32) uint8 array; a key that is not a digest is a ValueError."""
+    if isinstance(keys, np.ndarray) and keys.dtype == np.uint8:
+        if keys.ndim != 2 or keys.shape[1] != _KEY_SIZE:
+            raise ValueError(f"A key array must have shape (n, {_KEY_SIZE}), got {keys.shape}.")
+        return np.ascontiguousarray(keys)
+    keys = list(keys)
+    for position, key in enumerate(keys):
+        if not isinstance(key, bytes) or len(key) != _KEY_SIZE:
+            raise ValueError(
+                f"Key {position} is not a {_KEY_SIZE}-byte digest from cache_key(): {key!r:.60}."
+            )
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, _KEY_SIZE)
+
+
+def _hex(array):
+    text = array.tobytes().hex()
+    width = 2 * _KEY_SIZE
+    return [text[start : start + width] for start in range(0, len(text), width)]
+
+
+def _glob_escape(text):
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@atexit.register
+def _close_all():
+    # Saves each handle's pending hit/miss counts; best effort.
+    for cache in list(_instances):
+        with contextlib.suppress(Exception):
+            cache.close()

@@ -1,0 +1,553 @@
+"""OpenAI embeddings through the Batch API: half the price, answered within 24 hours.
+
+The job is planned like an online one (the same pieces and the same per-request limits,
+one JSONL line per request), the lines are packed into as few batches as the per-batch
+limits allow, and each batch is uploaded, created and polled. Output lines are parsed as
+they are downloaded and handed to ``on_result`` at once, so they reach the cache before
+anything else can fail. Lines that failed or expired are sent again in new batches, a
+bounded number of times; a 4xx line is split in two each time, to narrow it down to the
+inputs at fault.
+
+Resume: every batch is written down, before it is created, in a small ledger file (one
+per vector space, under the cache directory) as the digests of the pieces each of its
+lines carries: never a text and never a key. A later job that needs any of those pieces
+(a re-run after Ctrl-C or a crash) waits for the recorded batch instead of paying for
+them again. The ledger is keyed by the vector space rather than by the job, because a
+re-run only asks for the texts that are not cached yet, which is another set of texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+
+import numpy as np
+
+from .._cache import cache_key, default_cache_dir
+from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
+from ._base import EmbeddingAPIError, RequestMeter
+from ._openai import (
+    _RETRYABLE_STATUS,
+    TOKEN_MARGIN,
+    OpenAIBackend,
+    _api_message,
+    _Assembler,
+    _backoff,
+    _progress_bar,
+    _RequestFailed,
+    _retry_after,
+)
+from ._planner import plan_requests
+
+__all__ = ["OpenAIBatchBackend"]
+
+logger = logging.getLogger("skembed")
+
+BATCH_ENDPOINT = "/v1/embeddings"
+#: The Batch API's documented limits per batch: 50,000 requests and 200 MB per input
+#: file, and at most 50,000 embedding inputs across the requests of an embeddings batch.
+MAX_REQUESTS_PER_BATCH = 50_000
+MAX_INPUTS_PER_BATCH = 50_000
+#: Under 200 MB however "MB" is read (10**6 or 2**20 bytes).
+MAX_FILE_BYTES = 190_000_000
+_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_DIGEST_BYTES = 16
+
+
+class OpenAIBatchBackend(OpenAIBackend):
+    """Embeds texts through the Batch API (``/v1/files`` + ``/v1/batches``).
+
+    Takes :class:`OpenAIBackend`'s parameters (client, model, ``dimensions``,
+    ``long_input``, ``batch_size`` as the most inputs per line...), and the vectors land
+    in the same cache namespace: a batch and an online request return the same vector.
+
+    Parameters
+    ----------
+    poll_interval : float, default=30.0
+        Seconds between two looks at the batches in flight.
+    max_resubmits : int, default=2
+        Times a failed or expired line is sent again, in a new batch.
+    state_dir : str, default=None
+        Directory of the resume ledgers; ``None`` is ``<default cache dir>/batch_jobs``.
+    max_requests_per_batch, max_inputs_per_batch, max_file_bytes : int
+        Per-batch limits (the API's by default; lower them to test the splitting).
+    **online
+        :class:`OpenAIBackend`'s parameters.
+    """
+
+    def __init__(
+        self,
+        *,
+        poll_interval=30.0,
+        max_resubmits=2,
+        state_dir=None,
+        max_requests_per_batch=MAX_REQUESTS_PER_BATCH,
+        max_inputs_per_batch=MAX_INPUTS_PER_BATCH,
+        max_file_bytes=MAX_FILE_BYTES,
+        **online,
+    ):
+        super().__init__(**online)
+        if self.api_version:
+            raise ValueError(
+                "batch_api=True is not supported with Azure OpenAI (api_version is set): "
+                "its batch deployments and file routes differ. Use batch_api=False."
+            )
+        self.poll_interval = poll_interval
+        self.max_resubmits = max_resubmits
+        self.state_dir = state_dir or os.path.join(default_cache_dir(), "batch_jobs")
+        self.max_requests_per_batch = max_requests_per_batch
+        self.max_inputs_per_batch = max_inputs_per_batch
+        self.max_file_bytes = max_file_bytes
+        if online.get("usd_per_million_tokens") is None and self.usd_per_million_tokens:
+            # The Batch API bills half the list price; a price given explicitly is the
+            # user's own and is used as given.
+            self.usd_per_million_tokens /= 2
+
+    def embed(self, texts, on_result=None, meter=None):
+        """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`.
+
+        ``meter``, a :class:`RequestMeter`, counts each line (a request) of the batches
+        this call submits, and stops the job before one would cross its limit.
+        """
+        pieces = self._pieces(texts)
+        piece_tokens = np.array([p.n_tokens for p in pieces], dtype=np.int64)
+        owners = np.array([p.owner for p in pieces], dtype=np.intp)
+        self.client()  # no key: fail before anything is uploaded
+        assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
+        job = _BatchJob(self, pieces, assembler, RequestMeter() if meter is None else meter)
+        with _progress_bar(len(texts), self.progress) as bar:
+            job.bar = bar
+            try:
+                job.run()
+            except _RequestFailed as failure:
+                if failure.status in (401, 403):
+                    raise self._error(failure, ()) from None
+                raise EmbeddingAPIError(
+                    f"The Batch API refused a request (HTTP {failure.status}): {failure.message}",
+                    status_code=failure.status,
+                    api_message=failure.message,
+                ) from None
+        if job.given_up:
+            raise job.error()
+        return job.assembler.result()
+
+    # -- control-plane calls, retried like embeddings requests ---------------------------
+
+    def _call(self, function, *args, **kwargs):
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except openai.APIStatusError as error:
+                status, message = error.status_code, self._scrub(_api_message(error))
+                if status not in _RETRYABLE_STATUS and status < 500:
+                    raise _RequestFailed(status, message) from None
+                delay = _retry_after(error.response.headers)
+            except openai.APIConnectionError as error:
+                status, message = None, self._scrub(str(error) or type(error).__name__)
+                delay = None
+            attempt += 1
+            if attempt > self.max_retries:
+                raise EmbeddingAPIError(
+                    f"The Batch API failed ({status or 'no answer'}) after "
+                    f"{self.max_retries} retries: {message}",
+                    status_code=status,
+                    api_message=message,
+                )
+            time.sleep(delay if delay is not None else _backoff(attempt - 1))
+
+    def _create_batch(self, file_id):
+        """Create the batch of an uploaded file, never twice."""
+        client = self.client()
+
+        def attempt():
+            # A batch made from this file by an earlier attempt (its answer lost, or the
+            # process stopped before the ledger was updated) is among the newest ones.
+            for batch in client.batches.list(limit=100).data:
+                if batch.input_file_id == file_id:
+                    return batch
+            return client.batches.create(
+                input_file_id=file_id,
+                endpoint=BATCH_ENDPOINT,
+                completion_window="24h",
+                metadata={"created_by": "skembed"},
+            )
+
+        return self._call(attempt)
+
+    def _delete_files(self, *file_ids):
+        """Remove a finished batch's files (best effort: they expire anyway)."""
+        for file_id in filter(None, file_ids):
+            try:
+                self._call(self.client().files.delete, file_id)
+            except (_RequestFailed, EmbeddingAPIError):
+                logger.debug("could not delete batch file %s", file_id)
+
+
+class _BatchJob:
+    """One ``embed`` call: distinct pieces in, vectors out through the assembler."""
+
+    def __init__(self, backend, pieces, assembler, meter):
+        self.backend = backend
+        self.assembler = assembler
+        self.meter = meter
+        self.metered = set()  # input files of the batches this job submitted (and reserved)
+        self.bar = None
+        namespace = backend.cache_namespace
+        # A piece is known by the digest of its text in the vector space: the same
+        # digest in any job means the same vector.
+        self.positions, self.text, self.tokens = {}, {}, {}
+        for position, piece in enumerate(pieces):
+            digest = cache_key(namespace, piece.text)[:_DIGEST_BYTES].hex()
+            if digest not in self.positions:
+                self.positions[digest] = []
+                self.text[digest], self.tokens[digest] = piece.text, piece.n_tokens
+            self.positions[digest].append(position)
+        self.pending = dict.fromkeys(self.positions)  # ordered set: not delivered yet
+        self.failures = {}  # digest -> (status, message) of its last failure
+        self.attempts = Counter()  # digest -> failed attempts
+        self.line_size = Counter()  # digest -> inputs of the line it last failed in
+        self.given_up = set()
+        name = hashlib.blake2b(namespace.encode(), digest_size=16).hexdigest()
+        self.ledger = _Ledger(os.path.join(backend.state_dir, f"{name}.json"))
+
+    # -- the rounds ----------------------------------------------------------------------
+
+    def run(self):
+        in_flight = self.ledger.adopt(self.pending)
+        if in_flight:
+            logger.info("resuming %d recorded batch(es)", len(in_flight))
+        while True:
+            covered = {d for entry in in_flight for line in entry["lines"].values() for d in line}
+            todo = [d for d in self.pending if d not in covered and d not in self.given_up]
+            in_flight += self._submit(todo)
+            self._wait(in_flight)
+            in_flight = []
+            self.given_up = {
+                d for d in self.pending if self.attempts[d] > self.backend.max_resubmits
+            }
+            if len(self.given_up) == len(self.pending):
+                return
+
+    def _lines(self, digests):
+        """Group digests into request lines within the per-request limits."""
+        backend = self.backend
+        base = min(backend.batch_size, MAX_INPUTS_PER_REQUEST)
+        groups = {}
+        for digest in digests:
+            # A line refused as invalid (4xx) is split, to narrow down the inputs at fault.
+            status = self.failures.get(digest, (None, ""))[0]
+            narrow = status is not None and 400 <= status < 500
+            size = max(1, self.line_size[digest] // 2) if narrow else base
+            groups.setdefault(size, []).append(digest)
+        lines = []
+        for size, group in groups.items():
+            tokens = np.array([self.tokens[d] for d in group], dtype=np.int64)
+            for request in plan_requests(
+                tokens,
+                max_inputs=size,
+                max_tokens=int(MAX_TOKENS_PER_REQUEST * TOKEN_MARGIN),
+            ):
+                lines.append([group[i] for i in request])
+        return lines
+
+    def _body(self, line):
+        backend = self.backend
+        body = {
+            "model": backend.info.name,
+            "input": [self.text[d] for d in line],
+            "encoding_format": backend.encoding_format,
+        }
+        if backend.dimensions is not None and backend.info.supports_dimensions:
+            body["dimensions"] = backend.dimensions
+        return body
+
+    def _submit(self, digests):
+        """Upload and create the batches for ``digests``; return their ledger entries."""
+        if not digests:
+            return []
+        backend = self.backend
+        entries, chunk, size, n_inputs = [], [], 0, 0
+        for number, line in enumerate(self._lines(digests)):
+            custom_id = f"skembed-{number}"  # unique in the job, so in each of its batches
+            record = {
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": BATCH_ENDPOINT,
+                "body": self._body(line),
+            }
+            raw = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+            if chunk and (
+                len(chunk) >= backend.max_requests_per_batch
+                or n_inputs + len(line) > backend.max_inputs_per_batch
+                or size + len(raw) > backend.max_file_bytes
+            ):
+                entries.append(self._create(chunk))
+                chunk, size, n_inputs = [], 0, 0
+            chunk.append((custom_id, line, raw))
+            size += len(raw)
+            n_inputs += len(line)
+        entries.append(self._create(chunk))
+        return entries
+
+    def _create(self, chunk):
+        backend = self.backend
+        reserved = []
+        try:
+            for _, line, _ in chunk:
+                self.meter.reserve(self._line_tokens(line))
+                reserved.append(line)
+        except BaseException:
+            for line in reserved:
+                self.meter.settle(self._line_tokens(line), billed=False)
+            raise
+        data = b"".join(raw for _, _, raw in chunk)
+        upload = backend._call(
+            backend.client().files.create,
+            file=("skembed-batch.jsonl", io.BytesIO(data)),
+            purpose="batch",
+        )
+        entry = {"file": upload.id, "batch": None, "lines": {c: line for c, line, _ in chunk}}
+        self.metered.add(upload.id)
+        # Written down before the batch exists: a stop from here on resumes, not repays.
+        self.ledger.add(entry)
+        batch = backend._create_batch(upload.id)
+        entry["batch"] = batch.id
+        self.ledger.update(entry)
+        logger.info(
+            "submitted batch %s: %d requests, %d inputs",
+            batch.id,
+            len(chunk),
+            sum(len(line) for _, line, _ in chunk),
+        )
+        return entry
+
+    def _wait(self, in_flight):
+        """Poll until every batch in flight has ended, consuming each as it ends."""
+        backend = self.backend
+        client = backend.client()
+        while in_flight:
+            for entry in list(in_flight):
+                if entry["batch"] is None:  # stopped between upload and create
+                    entry["batch"] = backend._create_batch(entry["file"]).id
+                    self.ledger.update(entry)
+                try:
+                    batch = backend._call(client.batches.retrieve, entry["batch"])
+                except _RequestFailed as failure:
+                    if failure.status != 404:
+                        raise backend._error(failure, []) from None
+                    batch = None  # gone (another account, or purged): send again
+                if batch is None or batch.status in _TERMINAL:
+                    self._consume(entry, batch)
+                    self.ledger.remove(entry)
+                    if batch is not None:
+                        backend._delete_files(
+                            batch.input_file_id, batch.output_file_id, batch.error_file_id
+                        )
+                    in_flight.remove(entry)
+            if in_flight:
+                time.sleep(backend.poll_interval)
+
+    # -- results -------------------------------------------------------------------------
+
+    def _consume(self, entry, batch):
+        lines = entry["lines"]
+        answered = set()
+        if batch is not None and batch.status == "failed":
+            errors = batch.errors.data if batch.errors and batch.errors.data else []
+            message = "; ".join(e.message or e.code or "" for e in errors) or "batch failed"
+            for line in lines.values():
+                self._settle(entry, line, billed=False)
+                self._fail(line, None, f"the batch {batch.id} failed validation: {message}")
+            return
+        if batch is not None:
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if file_id:
+                    answered |= self._read(file_id, entry)
+        for custom_id, line in lines.items():
+            if custom_id not in answered:
+                status = batch.status if batch is not None else "not found"
+                self._settle(entry, line, billed=False)
+                self._fail(line, None, f"no result for this request (batch {status})")
+
+    def _read(self, file_id, entry):
+        """Parse an output or error file line by line; return the custom_ids answered.
+
+        Each answered line is acted on as it is parsed; a download cut off half way is
+        read again from the start, skipping the lines already taken.
+        """
+        import openai
+
+        backend = self.backend
+        answered = set()
+        client = backend.client()
+        attempt = 0
+        while True:
+            try:
+                with client.files.with_streaming_response.content(file_id) as response:
+                    for raw in response.iter_lines():
+                        self._take(raw, entry, answered)
+                return answered
+            except openai.APIStatusError as error:
+                retryable = error.status_code in _RETRYABLE_STATUS or error.status_code >= 500
+                failure = (error.status_code, backend._scrub(_api_message(error)))
+                if not retryable:
+                    raise _RequestFailed(*failure) from None
+            except _transport_errors() as error:
+                failure = (None, backend._scrub(str(error) or type(error).__name__))
+            attempt += 1
+            if attempt > backend.max_retries:
+                raise EmbeddingAPIError(
+                    f"Could not download the batch file {file_id} after {backend.max_retries} "
+                    f"retries: {failure[1]}",
+                    status_code=failure[0],
+                    api_message=failure[1],
+                )
+            time.sleep(_backoff(attempt - 1))
+
+    def _take(self, raw, entry, answered):
+        """Act on one line of an output or error file."""
+        if not raw.strip():
+            return
+        record = json.loads(raw)
+        custom_id = record.get("custom_id")
+        line = entry["lines"].get(custom_id)
+        if line is None or custom_id in answered:
+            return
+        answered.add(custom_id)
+        reply = record.get("response") or {}
+        status = reply.get("status_code")
+        self._settle(entry, line, billed=status == 200)
+        if status == 200:
+            try:
+                vectors = self.backend._decode(json.dumps(reply["body"]).encode(), len(line))
+            except (_RequestFailed, KeyError) as failure:
+                self._fail(line, None, getattr(failure, "message", "malformed output line"))
+                return
+            self._deliver(line, vectors)
+            return
+        error = record.get("error") or (reply.get("body") or {}).get("error") or {}
+        message = error.get("message") or error.get("code") or "request failed"
+        self._fail(line, status, self.backend._scrub(str(message)))
+
+    def _line_tokens(self, line):
+        return sum(self.tokens[d] for d in line)
+
+    def _settle(self, entry, line, billed):
+        # Only this job's batches were reserved; a resumed one was paid for earlier.
+        if entry["file"] in self.metered:
+            self.meter.settle(self._line_tokens(line), billed=billed)
+
+    def _deliver(self, line, vectors):
+        positions, rows = [], []
+        for digest, vector in zip(line, vectors, strict=True):
+            if digest in self.pending:
+                del self.pending[digest]
+                positions += self.positions[digest]
+                rows += [vector] * len(self.positions[digest])
+        if positions:
+            self.assembler.add(np.array(positions), np.stack(rows))
+            self.bar.update(self.assembler.flush())  # cached at once
+
+    def _fail(self, line, status, message):
+        for digest in line:
+            if digest in self.pending:
+                self.attempts[digest] += 1
+                self.failures[digest] = (status, message)
+                self.line_size[digest] = len(line)
+
+    def error(self):
+        """The error naming the texts whose requests kept failing."""
+        owners = self.assembler.owners
+        positions = [p for d in self.given_up for p in self.positions[d]]
+        rows = np.unique(owners[positions])
+        status, message = self.failures[next(iter(self.given_up))]
+        attempts = self.backend.max_resubmits + 1
+        what = f"HTTP {status}" if status else "no answer"
+        return EmbeddingAPIError(
+            f"The Batch API failed {len(rows)} text(s) in {attempts} attempts ({what}): {message}",
+            rows=rows,
+            status_code=status,
+            api_message=message,
+        )
+
+
+def _transport_errors():
+    """Errors of a connection cut while a streamed body is read (the SDK's or its
+    HTTP library's, whichever that is: ``httpx`` or, in recent SDKs, ``httpx2``)."""
+    import openai
+
+    errors = [openai.APIConnectionError]
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(name).TransportError)
+    return tuple(errors)
+
+
+class _Ledger:
+    """The batches submitted in one vector space, on disk, for resuming.
+
+    Each entry: the input file id, the batch id (``None`` until created) and, per
+    custom_id, the digests of the pieces of that line. Every change re-reads the file
+    and replaces it atomically, so a crash never leaves half a ledger.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def _load(self):
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return json.load(handle)["batches"]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring an unreadable batch ledger %s", self.path)
+            return []
+
+    def _save(self, entries):
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                # One dumps call: the C encoder, where json.dump streams in Python.
+                out.write(json.dumps({"version": 1, "batches": entries}))
+                out.flush()
+                os.fsync(out.fileno())  # the record of a paid batch must survive a crash
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def adopt(self, wanted):
+        """The recorded entries that carry any of the ``wanted`` digests."""
+        return [
+            entry
+            for entry in self._load()
+            if any(d in wanted for line in entry["lines"].values() for d in line)
+        ]
+
+    def add(self, entry):
+        self._save([*self._load(), entry])
+
+    def update(self, entry):
+        self._save([entry if e["file"] == entry["file"] else e for e in self._load()])
+
+    def remove(self, entry):
+        entries = [e for e in self._load() if e["file"] != entry["file"]]
+        if entries:
+            self._save(entries)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
