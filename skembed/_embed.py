@@ -201,15 +201,23 @@ class _Job:
         todo = np.flatnonzero(~found)
         # Not counting the text fetched above to learn the width: it was paid for.
         self.n_cache_hits = len(self.unique) - len(todo) - self.n_sent
-        if len(todo):
-            # Hold the cross-process lock while fetching: a parallel fold waiting on it
-            # then finds our results in the cache instead of paying for them again.
-            with self.cache.lock(self.namespace):
-                found, cached = self.cache.get([self.keys[i] for i in todo], dim, count=False)
-                vectors[todo[found]] = cached[found]
-                self.n_cache_hits += int(found.sum())
-                if not found.all():
-                    self._fetch(todo[~found], vectors)
+        if not len(todo):
+            return vectors
+        if not getattr(self.backend, "pays_per_text", True):
+            # A local model costs CPU time only. Taking turns would serialise workers
+            # that embed different texts (a big column split over processes), while a
+            # text two of them share costs no more wall time computed twice in
+            # parallel than waited for.
+            self._fetch(todo, vectors)
+            return vectors
+        # Hold the cross-process lock while fetching: a parallel fold waiting on it
+        # then finds our results in the cache instead of paying for them again.
+        with self.cache.lock(self.namespace):
+            found, cached = self.cache.get([self.keys[i] for i in todo], dim, count=False)
+            vectors[todo[found]] = cached[found]
+            self.n_cache_hits += int(found.sum())
+            if not found.all():
+                self._fetch(todo[~found], vectors)
         return vectors
 
     def _fetch(self, todo, vectors):

@@ -21,7 +21,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["chunk_text", "count_tokens", "get_encoding", "truncate_text"]
+__all__ = ["chunk_text", "count_tokens", "get_encoding", "iter_chunks", "truncate_text"]
 
 # Where tiktoken downloads each encoding from, and the sha256 it expects of the file
 # (both as in tiktoken_ext/openai_public.py). Only the URL's sha1 is used: it names
@@ -150,8 +150,7 @@ def truncate_text(text, max_tokens, encoding="cl100k_base"):
     >>> truncate_text("one two three four", 2)
     'one two'
     """
-    chunks = chunk_text(text, max_tokens, encoding)
-    return chunks[0][0]
+    return next(iter_chunks(text, max_tokens, encoding))[0]
 
 
 def chunk_text(text, max_tokens, encoding="cl100k_base"):
@@ -182,16 +181,44 @@ def chunk_text(text, max_tokens, encoding="cl100k_base"):
     >>> [n for _, n in chunk_text("word " * 10, 4)]
     [4, 4, 3]
     """
+    return list(iter_chunks(text, max_tokens, encoding))
+
+
+def iter_chunks(text, max_tokens, encoding="cl100k_base"):
+    """Yield the pieces of :func:`chunk_text` one by one, each with its exact token count.
+
+    Lazily, so that truncating a long text cuts only its first piece.
+
+    Parameters
+    ----------
+    text : str
+        Text to split.
+    max_tokens : int
+        Largest piece, in tokens.
+    encoding : str, default="cl100k_base"
+        tiktoken encoding name.
+
+    Yields
+    ------
+    piece : str
+    n_tokens : int
+
+    Examples
+    --------
+    >>> next(iter_chunks("word " * 10, 4))
+    ('word word word word', 4)
+    """
     enc = get_encoding(encoding)
     ids = enc.encode_ordinary(text)
     if len(ids) <= max_tokens:
-        return [(text, len(ids))]
+        yield text, len(ids)
+        return
     data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     # Byte offset where each character starts (continuation bytes are 10xxxxxx), and
     # the end of the text, so that char_bytes[i] is the byte offset of character i.
     char_bytes = np.append(np.flatnonzero((data & 0xC0) != 0x80), len(data))
     token_ends = np.cumsum([len(enc.decode_single_token_bytes(i)) for i in ids])
-    pieces, start = [], 0
+    start = 0
     while start < len(text):
         first_token = int(np.searchsorted(token_ends, char_bytes[start], side="right"))
         end_byte = token_ends[min(first_token + max_tokens, len(ids)) - 1]
@@ -208,6 +235,5 @@ def chunk_text(text, max_tokens, encoding="cl100k_base"):
                     high = middle - 1
             end = low
             n_tokens = len(enc.encode_ordinary(text[start:end]))
-        pieces.append((text[start:end], n_tokens))
+        yield text[start:end], n_tokens
         start = end
-    return pieces

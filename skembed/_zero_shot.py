@@ -136,6 +136,12 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
                 for c, d in labels.items()
             }
         else:
+            repeated = sorted({c for c in labels if labels.count(c) > 1}, key=str)
+            if repeated:
+                raise ValueError(
+                    f"labels names {repeated} more than once; give each class once, or "
+                    "several descriptions per class as {class: [description, ...]}."
+                )
             descriptions = {c: [self._fill_template(c)] for c in labels}
         if len(descriptions) < 2:
             raise ValueError(f"labels must name at least 2 classes, got {len(descriptions)}.")

@@ -423,6 +423,7 @@ def test_zero_shot_mixed_label_types_without_labels(fake_server):
         ({"labels": ["a", "b"], "template": "{} {x}"}, "exactly one '{}' slot"),
         ({"labels": ["a", "b"], "template": "{} and {}"}, "exactly one '{}' slot"),
         ({"labels": ["a", "b"], "template": "{} {"}, "exactly one '{}' slot"),
+        ({"labels": ["a", "b", "a"]}, r"labels names \['a'\] more than once"),
     ],
 )
 def test_zero_shot_bad_labels_and_templates(params, message):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -198,3 +199,52 @@ def test_kill_9_mid_job_then_rerun_resends_nothing_received(fake_server, tmp_pat
     assert resent == {t for t, got in zip(texts, received, strict=True) if not got}
     want = np.stack([expected_vector("text-embedding-3-small", t) for t in texts])
     np.testing.assert_allclose(X, want, atol=1e-6)
+
+
+class _MeetingBackend:
+    """A backend whose ``embed`` returns only once two calls are inside it at once."""
+
+    cache_namespace = "meeting"
+    n_dimensions = 4
+
+    def __init__(self, pays_per_text):
+        self.pays_per_text = pays_per_text
+        self.meeting = threading.Barrier(2, timeout=2)
+
+    def embed(self, texts, on_result=None):
+        self.meeting.wait()
+        vectors = np.full((len(texts), 4), 0.5, dtype=np.float32)
+        if on_result is not None:
+            on_result(np.arange(len(texts)), vectors)
+        return vectors
+
+
+@pytest.mark.parametrize("pays_per_text", [True, False])
+def test_only_free_backends_fetch_in_parallel_through_one_cache(tmp_path, pays_per_text):
+    # Two workers embedding different texts through one cache: a paid backend takes
+    # turns under the cache's lock (so shared texts are paid once), a free one (the
+    # local model) does not wait, or a big column split over workers would be serial.
+    from skembed._embed import embed_texts
+
+    backend = _MeetingBackend(pays_per_text)
+    cache = EmbeddingCache(tmp_path / "cache")
+    errors = []
+
+    def worker(texts):
+        try:
+            embed_texts(texts, backend, cache)
+        except threading.BrokenBarrierError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=([f"{name} {i}" for i in range(3)],))
+               for name in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Serialised calls never meet: the first one's barrier times out (and the second
+    # finds it broken).
+    assert len(errors) == (2 if pays_per_text else 0)
+    if not pays_per_text:
+        keys = [cache_key("meeting", f"{name} {i}") for name in ("left", "right") for i in range(3)]
+        assert cache.get(keys, 4)[0].all()

@@ -36,7 +36,9 @@ class EmbeddingBackend(Protocol):
     ``embed`` would send, after its long-input policy), and its ``embed`` accepts
     ``meter=``, a :class:`RequestMeter` on which it reserves every request it makes.
     Cost estimates, budgets and usage reports rely on these; a backend without them
-    (a local model) is free.
+    (a local model) is free. A free backend may also set ``pays_per_text = False``:
+    processes then fetch their cache misses in parallel instead of taking turns under
+    the cache's lock (see ``skembed._embed``).
 
     Examples
     --------

@@ -219,6 +219,9 @@ class LocalBackend:
         Reading it verifies the model file.
     n_dimensions : int
         Length of the vectors, 384.
+    pays_per_text : bool
+        ``False``: embedding costs CPU time only, so processes sharing a cache fetch
+        their misses in parallel rather than taking turns.
 
     Examples
     --------
@@ -256,6 +259,8 @@ class LocalBackend:
             f"batch_size={self.batch_size}, n_threads={self.n_threads}, "
             f"progress={self.progress})"
         )
+
+    pays_per_text = False
 
     @property
     def cache_namespace(self):

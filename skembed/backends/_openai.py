@@ -26,7 +26,7 @@ import numpy as np
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
 from ._base import EmbeddingAPIError, RequestMeter
-from ._planner import Piece, plan_pieces, plan_requests
+from ._planner import plan_pieces, plan_requests
 from ._rate_limit import RateLimiter
 
 __all__ = ["OpenAIBackend", "endpoint_identity"]
@@ -336,21 +336,13 @@ class OpenAIBackend:
     def _pieces(self, texts):
         """The inputs that embedding ``texts`` sends, each with its exact token count."""
         counts = count_tokens(texts, self.info.encoding)
-        pieces = plan_pieces(
+        return plan_pieces(
             texts,
             counts,
             max_input_tokens=self.info.max_input_tokens,
             long_input=self.long_input,
             encoding=self.info.encoding,
         )
-        if self.long_input == "truncate" and (counts > self.info.max_input_tokens).any():
-            # The planner counts a truncated text as the limit, but re-encoding the cut
-            # text can give a token or two fewer; the API bills what it receives.
-            cut = [i for i, p in enumerate(pieces) if p.text is not texts[p.owner]]
-            exact = count_tokens([pieces[i].text for i in cut], self.info.encoding)
-            for i, n in zip(cut, exact.tolist(), strict=True):
-                pieces[i] = Piece(pieces[i].text, n, pieces[i].owner)
-        return pieces
 
     def count_billed_tokens(self, texts):
         """Tokens that embedding each text sends, after the ``long_input`` policy.

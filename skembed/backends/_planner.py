@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._tokens import chunk_text, truncate_text
+from .._tokens import chunk_text, iter_chunks
 from ._base import InputTooLongError
 
 __all__ = ["LONG_INPUT_POLICIES", "Piece", "plan_pieces", "plan_requests"]
@@ -84,8 +84,10 @@ def plan_pieces(texts, n_tokens, *, max_input_tokens, long_input="error", encodi
         if count <= max_input_tokens:
             pieces.append(Piece(text, count, owner))
         elif long_input == "truncate":
-            cut = truncate_text(text, max_input_tokens, encoding)
-            pieces.append(Piece(cut, min(count, max_input_tokens), owner))
+            # The cut's own count: re-encoded alone, it can be a token or two shorter
+            # than the limit, and the API bills what it receives.
+            cut, cut_count = next(iter_chunks(text, max_input_tokens, encoding))
+            pieces.append(Piece(cut, cut_count, owner))
         else:
             pieces.extend(
                 Piece(chunk, n, owner) for chunk, n in chunk_text(text, max_input_tokens, encoding)
