@@ -240,6 +240,13 @@ class OpenAIBackend:
         """Parse a response body into an ``(n_inputs, d)`` array, ordered by ``index``."""
         try:
             body = json.loads(content)
+        except ValueError as error:
+            raise _RequestFailed(None, f"malformed response ({error})") from None
+        return self._decode_body(body, n_inputs)
+
+    def _decode_body(self, body, n_inputs):
+        """:meth:`_decode` of an already parsed body (the Batch API's output lines)."""
+        try:
             items = body["data"]
             order = np.array([item["index"] for item in items], dtype=np.intp)
             rows = [item["embedding"] for item in items]

@@ -430,7 +430,7 @@ class _BatchJob:
         self._settle(entry, line, billed=status == 200)
         if status == 200:
             try:
-                vectors = self.backend._decode(json.dumps(reply["body"]).encode(), len(line))
+                vectors = self.backend._decode_body(reply["body"], len(line))
             except (_RequestFailed, KeyError) as failure:
                 self._fail(line, None, getattr(failure, "message", "malformed output line"))
                 return
