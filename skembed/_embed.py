@@ -195,8 +195,10 @@ class _Job:
         dim = getattr(self.backend, "n_dimensions", None)
         if dim is None:
             # A model the registry does not know: learn its width from one text, so that
-            # the cache can be read (cached vectors are stored per width).
+            # the cache can be read (cached vectors are stored per width), and remember
+            # it, so that later calls read the cache without paying for a probe.
             dim = self._fetch(np.array([0]), None).shape[1]
+            self.backend.n_dimensions = dim
         found, vectors = self.cache.get(self.keys, dim)  # a fresh array, zero rows for misses
         todo = np.flatnonzero(~found)
         # Not counting the text fetched above to learn the width: it was paid for.

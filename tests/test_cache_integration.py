@@ -248,3 +248,18 @@ def test_only_free_backends_fetch_in_parallel_through_one_cache(tmp_path, pays_p
     if not pays_per_text:
         keys = [cache_key("meeting", f"{name} {i}") for name in ("left", "right") for i in range(3)]
         assert cache.get(keys, 4)[0].all()
+
+
+def test_a_model_of_unknown_width_pays_for_its_probe_once(fake_server, tmp_path):
+    # Without ``dimensions`` the width of an unregistered model is learnt from one text;
+    # a later call served by the cache must not pay for that probe again.
+    fake_server.configure(extra_models={"house-model": 24})
+    embedder = OpenAIEmbeddingTransformer(
+        base_url=fake_server.base_url, model="house-model", cache=tmp_path / "cache"
+    )
+    texts = [f"text {i}" for i in range(10)]
+    first = embedder.transform(texts)
+    assert first.shape == (10, 24)
+    fake_server.reset_stats()
+    np.testing.assert_array_equal(embedder.transform(texts), first)
+    assert fake_server.stats(texts=False)["requests"] == 0
