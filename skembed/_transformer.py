@@ -99,6 +99,14 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         offline jobs; not with Azure. See :ref:`batch_api`.
     batch_poll_interval : float, default=30.0
         With ``batch_api=True``, seconds between two looks at the batches in flight.
+    rate_limiter : str, default=None
+        Where the pacing under the account's rate limits is kept. ``None``: in each
+        ``transform`` call (enough for one process). ``"redis://host:port/db"``: in a
+        Redis server shared by every worker, process or machine embedding with the
+        same account, so that together they stay under its limits (see
+        :ref:`shared_rate_limiter`); add ``?name=...`` to keep the workers of
+        different API keys apart. The server's password goes in
+        ``$SKEMBED_REDIS_PASSWORD``, never in the URL.
     on_invalid_text : {"error", "zero"}, default="error"
         Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
         an all-zero row.
@@ -155,6 +163,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "usd_per_million_tokens": [Interval(Real, 0, None, closed="left"), None],
         "batch_api": ["boolean"],
         "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
+        "rate_limiter": [str, None],
     }
 
     def __init__(
@@ -178,6 +187,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         usd_per_million_tokens=None,
         batch_api=False,
         batch_poll_interval=30.0,
+        rate_limiter=None,
         on_invalid_text="error",
         cache="default",
         verbose=False,
@@ -200,6 +210,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.usd_per_million_tokens = usd_per_million_tokens
         self.batch_api = batch_api
         self.batch_poll_interval = batch_poll_interval
+        self.rate_limiter = rate_limiter
         self.on_invalid_text = on_invalid_text
         self.cache = cache
         self.verbose = verbose
@@ -232,6 +243,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
             encoding_format=self.encoding_format,
             progress=self.verbose,
             usd_per_million_tokens=self.usd_per_million_tokens,
+            rate_limiter=self.rate_limiter,
             **batch,
         )
 

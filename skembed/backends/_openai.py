@@ -109,6 +109,7 @@ class OpenAIBackend:
         encoding_format="base64",
         progress=False,
         usd_per_million_tokens=None,
+        rate_limiter=None,
     ):
         self.info = resolve_model(model, dimensions=dimensions)
         #: Price of the tokens this backend sends (the registry's list price unless
@@ -133,6 +134,16 @@ class OpenAIBackend:
         self.long_input = long_input
         self.encoding_format = encoding_format
         self.progress = progress
+        self.rate_limiter = rate_limiter
+        # Shared by this backend's calls: its buckets live in Redis, not in the object.
+        self._shared_limiter = None
+        if rate_limiter is not None:
+            from ._redis_rate_limit import rate_limiter_from_url
+
+            account = "|".join(
+                ["openai", endpoint_identity(base_url, api_version), organization or "", model]
+            )
+            self._shared_limiter = rate_limiter_from_url(rate_limiter, account)
         parts = ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
         # A text within the limit gets the same vector under every policy, and "error"
         # embeds only such texts, so it shares "truncate"'s space; "chunk" differs on
@@ -394,7 +405,8 @@ class OpenAIBackend:
         )
         self.client()  # no key: fail here, before any thread starts
         assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
-        limiter, stop = RateLimiter(), threading.Event()
+        limiter = self._shared_limiter if self.rate_limiter is not None else RateLimiter()
+        stop = threading.Event()
         errors = []
 
         def fail(error):
