@@ -331,18 +331,26 @@ def main(argv=None):
             )
         transform = bench_warm_transform(workdir, texts, vectors, args.repeats)
         ratio = transform["warm transform"] / transform["np.load"]
-        print(f"\nwarm OpenAIEmbeddingTransformer.transform of {args.n:,} texts "
-              f"(median of {args.repeats}):")
-        print(f"  np.load {transform['np.load']:.3f} s; transform "
-              f"{transform['warm transform']:.3f} s: {ratio:.2f}x np.load "
-              f"({'meets' if ratio <= 3 else 'MISSES'} the 3x target)")
+        print(
+            f"\nwarm OpenAIEmbeddingTransformer.transform of {args.n:,} texts "
+            f"(median of {args.repeats}):"
+        )
+        print(
+            f"  np.load {transform['np.load']:.3f} s; transform "
+            f"{transform['warm transform']:.3f} s: {ratio:.2f}x np.load "
+            f"({'meets' if ratio <= 3 else 'MISSES'} the 3x target)"
+        )
         if not args.skip_grid_search:
             grid = bench_grid_search(workdir)
-            print("\n5-fold GridSearchCV (3 candidates + refit, n_jobs=2), 2,000 texts, "
-                  "fake server at 100 ms per request:")
+            print(
+                "\n5-fold GridSearchCV (3 candidates + refit, n_jobs=2), 2,000 texts, "
+                "fake server at 100 ms per request:"
+            )
             for name, (seconds, requests, inputs) in grid.items():
-                print(f"  {name:12s} {seconds:6.1f} s   {requests:4d} requests  "
-                      f"{inputs:6d} texts paid")
+                print(
+                    f"  {name:12s} {seconds:6.1f} s   {requests:4d} requests  "
+                    f"{inputs:6d} texts paid"
+                )
             print(f"  cold / warm: {grid['cold cache'][0] / grid['warm cache'][0]:.1f}x")
     verdict = "meets" if warm["get"] <= 3 * warm["np.load"] else "MISSES"
     print(f"\nwarm get / np.load = {warm['get'] / warm['np.load']:.2f} ({verdict} the 3x target)")

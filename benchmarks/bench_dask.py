@@ -111,8 +111,11 @@ def bench_partitions(texts, repeats, workdir):
     ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=8)
     in_process = LocalEmbeddingTransformer(cache=None)
     in_process.transform(texts[:2])  # load the model here too
-    names = ("in-process transform", "embed_partitions (2 workers)",
-             "embed_partitions, shared cold cache")
+    names = (
+        "in-process transform",
+        "embed_partitions (2 workers)",
+        "embed_partitions, shared cold cache",
+    )
     timings = {name: [] for name in names}
     for round_ in range(repeats):
         start = time.perf_counter()

@@ -188,8 +188,9 @@ def bench_size(n_samples, n_features, args, rows, with_ann):
     check = same_neighbours(queries[:200], base, exact[:200], numpy_indices[:200])
     identical = np.mean(exact == numpy_indices)
     print(f"fit (norm check, no copy): {fit_seconds:.3f} s")
-    print(f"skembed vs numpy: {identical:.4%} identical indices, "
-          f"{check:.1%} of rows equal up to ties")
+    print(
+        f"skembed vs numpy: {identical:.4%} identical indices, {check:.1%} of rows equal up to ties"
+    )
     if not args.no_sklearn:
         print(f"skembed vs sklearn: {np.mean(exact == sk_indices):.4%} identical indices")
     for name in ("floor", "skembed", "numpy", "sklearn"):
@@ -310,14 +311,18 @@ def pruning_experiment(base, queries, k, brute_seconds, exact, size):
         bounds = bound.sketch(sample) @ bound.base_sketch.T
         survivors = np.mean(bounds > kth[:, None] - bound.slack)
         same = same_neighbours(queries[:200], base, indices[:200], exact[:200])
-        print(f"| {rank} | {fit:.2f} | {seconds:.3f} | {brute_seconds / seconds:.2f}x "
-              f"| {survivors:.2%} | {same:.1%} |")
+        print(
+            f"| {rank} | {fit:.2f} | {seconds:.3f} | {brute_seconds / seconds:.2f}x "
+            f"| {survivors:.2%} | {same:.1%} |"
+        )
 
 
 def print_table(rows):
-    print("\n| size | matmul floor (s) | skembed (s) | numpy (s) | sklearn (s) "
-          "| skembed / floor | numpy / skembed | sklearn / skembed "
-          "| peak extra memory: skembed / numpy / sklearn (GB) |")
+    print(
+        "\n| size | matmul floor (s) | skembed (s) | numpy (s) | sklearn (s) "
+        "| skembed / floor | numpy / skembed | sklearn / skembed "
+        "| peak extra memory: skembed / numpy / sklearn (GB) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         sk = row["sklearn"]
@@ -371,8 +376,10 @@ def main():
     for position, (n_samples, n_features) in enumerate(QUICK_SIZES if args.quick else FULL_SIZES):
         bench_size(n_samples, n_features, args, rows, with_ann=position == 0 and not args.no_ann)
     print_table(rows)
-    print(f"\nload average at end: {os.getloadavg()[0]:.2f}; "
-          f"total {time.perf_counter() - started:.0f} s")
+    print(
+        f"\nload average at end: {os.getloadavg()[0]:.2f}; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,7 @@ def make_texts(n, seed=0):
     rng = np.random.default_rng(seed)
     syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "qu", "xe"]
     vocabulary = ["".join(rng.choice(syllables, rng.integers(1, 4))) for _ in range(3000)]
-    return [
-        f"{i} " + " ".join(rng.choice(vocabulary, rng.integers(5, 121))) for i in range(n)
-    ]
+    return [f"{i} " + " ".join(rng.choice(vocabulary, rng.integers(5, 121))) for i in range(n)]
 
 
 def cookbook_client(server, texts, batch=2048):
@@ -70,8 +68,10 @@ def timed(function, *args):
 def latency_bound(server, texts, repeats):
     server.configure(latency=0.15, latency_per_1k_tokens=0.02, rpm=None, tpm=None)
     rows = {}
-    for name, client in (("cookbook (sequential, 2048/request)", cookbook_client),
-                         ("skembed", skembed_client)):
+    for name, client in (
+        ("cookbook (sequential, 2048/request)", cookbook_client),
+        ("skembed", skembed_client),
+    ):
         times = []
         for _ in range(repeats):
             server.reset_stats()
@@ -92,22 +92,27 @@ def latency_bound(server, texts, repeats):
 def rate_limited(server, texts, target_seconds, burst_seconds=3.0):
     total = int(count_tokens(texts).sum())
     tpm = int(total / target_seconds * 60)
-    server.configure(latency=0.05, latency_per_1k_tokens=0.0, rpm=None, tpm=tpm,
-                     burst_seconds=burst_seconds)
+    server.configure(
+        latency=0.05, latency_per_1k_tokens=0.0, rpm=None, tpm=tpm, burst_seconds=burst_seconds
+    )
     server.reset_stats()
     _, seconds = timed(skembed_client, server, texts)
     stats = server.stats(texts=False)
     ceiling = tpm / 60
     burst = ceiling * burst_seconds  # the bucket starts full
     print(f"\n## rate-limited: TPM {tpm} ({ceiling:.0f} tokens/s), {burst_seconds:.0f}-s windows")
-    print(f"{len(texts)} texts, {total} tokens; an ideal client needs "
-          f"{(total - burst) / ceiling:.1f} s after the initial burst")
+    print(
+        f"{len(texts)} texts, {total} tokens; an ideal client needs "
+        f"{(total - burst) / ceiling:.1f} s after the initial burst"
+    )
     print("| client | seconds | tokens/s | fraction of TPM ceiling | 429s | requests | errors |")
     print("|---|---|---|---|---|---|---|")
     achieved = (total - burst) / seconds
     n429 = stats["requests_by_status"].get("429", 0)
-    print(f"| skembed | {seconds:.1f} | {total / seconds:.0f} | {achieved / ceiling:.3f} | "
-          f"{n429} | {stats['requests']} | 0 |")
+    print(
+        f"| skembed | {seconds:.1f} | {total / seconds:.0f} | {achieved / ceiling:.3f} | "
+        f"{n429} | {stats['requests']} | 0 |"
+    )
     server.reset_stats()
     try:
         _, seconds = timed(cookbook_client, server, texts)
@@ -115,16 +120,22 @@ def rate_limited(server, texts, target_seconds, burst_seconds=3.0):
     except openai.OpenAIError as error:
         outcome = f"failed: {type(error).__name__}"
     stats = server.stats(texts=False)
-    print(f"| cookbook (sequential, SDK retries) | {outcome} | | | "
-          f"{stats['requests_by_status'].get('429', 0)} | {stats['requests']} | |")
+    print(
+        f"| cookbook (sequential, SDK retries) | {outcome} | | | "
+        f"{stats['requests_by_status'].get('429', 0)} | {stats['requests']} | |"
+    )
     print("(fraction = tokens beyond the initial burst / seconds / ceiling; target >= 0.9)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=4000)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="time an ideal client needs in the rate-limited scenario")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="time an ideal client needs in the rate-limited scenario",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts = make_texts(args.texts)

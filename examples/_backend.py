@@ -16,14 +16,24 @@ def make_parser(doc):
         description=(doc.strip().splitlines() or [""])[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--backend", choices=["local", "openai"], default="local",
-                        help="the bundled local model (offline), or OpenAI's API")
-    parser.add_argument("--model", default="text-embedding-3-small",
-                        help="OpenAI model (with --backend openai)")
-    parser.add_argument("--dimensions", type=int, default=None,
-                        help="OpenAI vector size; default: the model's own (with --backend openai)")
-    parser.add_argument("--base-url", default=None,
-                        help="OpenAI-compatible server (with --backend openai)")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "openai"],
+        default="local",
+        help="the bundled local model (offline), or OpenAI's API",
+    )
+    parser.add_argument(
+        "--model", default="text-embedding-3-small", help="OpenAI model (with --backend openai)"
+    )
+    parser.add_argument(
+        "--dimensions",
+        type=int,
+        default=None,
+        help="OpenAI vector size; default: the model's own (with --backend openai)",
+    )
+    parser.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible server (with --backend openai)"
+    )
     return parser
 
 

@@ -96,18 +96,14 @@ def run_seed(vectors, topics, seed, n_pairs, alpha):
     from skembed import LinearEmbeddingAdapter
 
     articles = np.arange(len(topics))
-    train, test = train_test_split(
-        articles, test_size=0.5, stratify=topics, random_state=seed
-    )
+    train, test = train_test_split(articles, test_size=0.5, stratify=topics, random_state=seed)
     rng = np.random.RandomState(seed)
     train_pairs = draw_pairs(train, topics, n_pairs, rng)
     test_pairs = draw_pairs(test, topics, n_pairs, rng)
 
     def accuracy(mapped):
         (a, b, y), (c, d, z) = train_pairs, test_pairs
-        return threshold_accuracy(
-            (pair_cosines(mapped, a, b), y), (pair_cosines(mapped, c, d), z)
-        )
+        return threshold_accuracy((pair_cosines(mapped, a, b), y), (pair_cosines(mapped, c, d), z))
 
     left, right, target = train_pairs
     start = time.perf_counter()

@@ -68,10 +68,14 @@ fit_rows, held_out = train_test_split(np.arange(len(news)), test_size=0.2, rando
 detector = CosineNearestNeighbors(n_neighbors=args.n_neighbors).fit(X[fit_rows])
 scores = detector.score_samples(np.vstack([X[held_out], embedder.transform(OFF_TOPIC)]))
 is_normal = np.r_[np.ones(len(held_out)), np.zeros(len(OFF_TOPIC))]
-print(f"\n{len(OFF_TOPIC)} off-topic texts among {len(held_out)} held-out articles: "
-      f"ROC-AUC {roc_auc_score(is_normal, scores):.3f} (random: 0.5)")
-print(f"  mean score: articles {scores[is_normal == 1].mean():.3f}, "
-      f"off-topic {scores[is_normal == 0].mean():.3f}")
+print(
+    f"\n{len(OFF_TOPIC)} off-topic texts among {len(held_out)} held-out articles: "
+    f"ROC-AUC {roc_auc_score(is_normal, scores):.3f} (random: 0.5)"
+)
+print(
+    f"  mean score: articles {scores[is_normal == 1].mean():.3f}, "
+    f"off-topic {scores[is_normal == 0].mean():.3f}"
+)
 print("  least normal held-out articles:")
 for row in held_out[np.argsort(scores[: len(held_out)])[:3]]:
     print(f"    [{topics[row]}] {news['headline'][row]}")

@@ -67,8 +67,10 @@ models = {
 # ---------------------------------
 # 83% of reviewers recommend, so accuracy says little (always "yes" scores 0.83).
 # ROC-AUC measures how well the predicted probabilities rank the reviews.
-print(f"{len(train)} reviews to train, {len(test)} to test; "
-      f"{y.mean():.0%} recommend; text embedded with {describe(embedder)}")
+print(
+    f"{len(train)} reviews to train, {len(test)} to test; "
+    f"{y.mean():.0%} recommend; text embedded with {describe(embedder)}"
+)
 for name, model in models.items():
     model.fit(train, y_train)
     auc = roc_auc_score(y_test, model.predict_proba(test)[:, 1])

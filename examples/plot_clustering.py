@@ -49,8 +49,10 @@ for cluster in range(args.n_clusters):
     # The corpus repeats some articles: show three distinct headlines.
     central = list(dict.fromkeys(news["headline"][by_centrality]))[:3]
     topics = news["topic"][members].value_counts()
-    print(f"\ncluster {cluster}: {len(members)} articles, "
-          f"mostly {topics.index[0]} ({topics.iloc[0] / len(members):.0%})")
+    print(
+        f"\ncluster {cluster}: {len(members)} articles, "
+        f"mostly {topics.index[0]} ({topics.iloc[0] / len(members):.0%})"
+    )
     for headline in central:
         print(f"  {headline}")
 
@@ -63,7 +65,9 @@ print(pd.crosstab(pd.Series(clusters, name="cluster"), news["topic"]))
 tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(leads)
 tfidf_clusters = KMeans(n_clusters=args.n_clusters, n_init=10, random_state=0).fit_predict(tfidf)
 shuffled = np.random.RandomState(0).permutation(clusters)
-print(f"\nadjusted Rand index against the topics (1 = perfect):"
-      f"\n  KMeans on embeddings {adjusted_rand_score(news['topic'], clusters):.2f}"
-      f"\n  KMeans on TF-IDF     {adjusted_rand_score(news['topic'], tfidf_clusters):.2f}"
-      f"\n  random clusters      {adjusted_rand_score(news['topic'], shuffled):.2f}")
+print(
+    f"\nadjusted Rand index against the topics (1 = perfect):"
+    f"\n  KMeans on embeddings {adjusted_rand_score(news['topic'], clusters):.2f}"
+    f"\n  KMeans on TF-IDF     {adjusted_rand_score(news['topic'], tfidf_clusters):.2f}"
+    f"\n  random clusters      {adjusted_rand_score(news['topic'], shuffled):.2f}"
+)

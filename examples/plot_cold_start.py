@@ -40,8 +40,7 @@ P = np.vstack([R[rows].mean(axis=0) for rows in products.indices.values()])
 P /= np.linalg.norm(P, axis=1, keepdims=True)
 product_class = products["class_name"].agg(lambda c: c.mode()[0]).to_numpy()
 product_department = products["department_name"].agg(lambda c: c.mode()[0]).to_numpy()
-print(f"{len(reviews)} reviews embedded with {describe(embedder)} -> "
-      f"{len(P)} product vectors")
+print(f"{len(reviews)} reviews embedded with {describe(embedder)} -> {len(P)} product vectors")
 
 # %%
 # Simulated users and their recommendations
@@ -65,12 +64,17 @@ for _ in range(args.n_users):
     department_hits.append(np.mean(product_department[top] == department))
     department_expected.append(np.mean(product_department[unseen] == department))
 
-print(f"{args.n_users} users over {len(liked_classes)} classes, "
-      f"{args.history} liked products each:")
-print(f"  hit rate of the top 10 new products: {np.mean(hits):.2f} "
-      f"(random recommendations: {np.mean(expected):.2f})")
-print(f"  ... of the user's department: {np.mean(department_hits):.2f} "
-      f"(random recommendations: {np.mean(department_expected):.2f})")
+print(
+    f"{args.n_users} users over {len(liked_classes)} classes, {args.history} liked products each:"
+)
+print(
+    f"  hit rate of the top 10 new products: {np.mean(hits):.2f} "
+    f"(random recommendations: {np.mean(expected):.2f})"
+)
+print(
+    f"  ... of the user's department: {np.mean(department_hits):.2f} "
+    f"(random recommendations: {np.mean(department_expected):.2f})"
+)
 
 # %%
 # One user

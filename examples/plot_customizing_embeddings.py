@@ -86,18 +86,19 @@ for seed in range(args.seeds):
     train, test = train_test_split(
         np.arange(len(news)), test_size=0.5, stratify=topics, random_state=seed
     )
-    train_pairs, test_pairs = draw_pairs(train, args.n_pairs, rng), draw_pairs(
-        test, args.n_pairs, rng
+    train_pairs, test_pairs = (
+        draw_pairs(train, args.n_pairs, rng),
+        draw_pairs(test, args.n_pairs, rng),
     )
     left, right, target = train_pairs
     from_pairs = LinearEmbeddingAdapter(alpha=args.alpha).fit_pairs(X[left], X[right], target)
     from_topics = LinearEmbeddingAdapter(alpha=args.alpha).fit(X[train], topics[train])
     results["raw embeddings"].append(pair_accuracy(X, train_pairs, test_pairs))
     results["fit_pairs"].append(pair_accuracy(from_pairs.transform(X), train_pairs, test_pairs))
-    results["fit (topics)"].append(pair_accuracy(from_topics.transform(X), train_pairs,
-                                                 test_pairs))
+    results["fit (topics)"].append(pair_accuracy(from_topics.transform(X), train_pairs, test_pairs))
 
-print(f"held-out pair accuracy, {args.seeds} splits, {args.n_pairs} test pairs each "
-      f"(chance: 0.50):")
+print(
+    f"held-out pair accuracy, {args.seeds} splits, {args.n_pairs} test pairs each (chance: 0.50):"
+)
 for name, accuracy in results.items():
     print(f"  {name:15s} {100 * np.mean(accuracy):5.1f}% ± {100 * np.std(accuracy):.1f}")

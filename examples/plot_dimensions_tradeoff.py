@@ -35,9 +35,11 @@ from skembed.datasets import load_bbc_news
 
 parser = make_parser(__doc__)
 parser.add_argument("--n-samples", type=int, default=500, help="articles to classify")
-parser.add_argument("--sizes", default=None,
-                    help="comma-separated sizes; default 384,192,96,48 (local) or "
-                         "1536,512,256 (openai)")
+parser.add_argument(
+    "--sizes",
+    default=None,
+    help="comma-separated sizes; default 384,192,96,48 (local) or 1536,512,256 (openai)",
+)
 args = parse_args(parser)
 
 news = load_bbc_news(n_samples=args.n_samples, random_state=0)
@@ -65,8 +67,7 @@ def embed(size):
 folds = StratifiedKFold(5, shuffle=True, random_state=0)
 classifier = LogisticRegression(C=10, max_iter=2000)
 full = embed(sizes[0])
-print(f"{len(news)} articles; topic accuracy, 5-fold, chance {1 / y.nunique():.2f}; "
-      f"{model_name}")
+print(f"{len(news)} articles; topic accuracy, 5-fold, chance {1 / y.nunique():.2f}; {model_name}")
 print(f"{'dimensions':>10s} {'truncated':>10s} {'PCA':>8s}")
 truncated, pca = [], []
 for size in sizes:

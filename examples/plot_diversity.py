@@ -35,8 +35,10 @@ print(f"\ndiversity of all {len(news)} articles: {cosine_diversity(X):.3f}")
 for topic in np.unique(topics):
     mine = np.flatnonzero(topics == topic)
     mixed = rng.choice(len(news), size=len(mine), replace=False)
-    print(f"  {topic:14s} {cosine_diversity(X[mine]):.3f}   "
-          f"(a random mix of {len(mine)} articles: {cosine_diversity(X[mixed]):.3f})")
+    print(
+        f"  {topic:14s} {cosine_diversity(X[mine]):.3f}   "
+        f"(a random mix of {len(mine)} articles: {cosine_diversity(X[mixed]):.3f})"
+    )
 
 # %%
 # Paraphrases of one sentence are the least diverse set
@@ -62,5 +64,7 @@ print("\nreviews of one product, and of as many random reviews:")
 for pid in popular:
     rows = per_product[pid]
     mixed = rng.choice(len(reviews), size=len(rows), replace=False)
-    print(f"  product {pid} ({reviews['class_name'][rows[0]]}, {len(rows)} reviews): "
-          f"{cosine_diversity(R[rows]):.3f}   (random reviews: {cosine_diversity(R[mixed]):.3f})")
+    print(
+        f"  product {pid} ({reviews['class_name'][rows[0]]}, {len(rows)} reviews): "
+        f"{cosine_diversity(R[rows]):.3f}   (random reviews: {cosine_diversity(R[mixed]):.3f})"
+    )

@@ -47,8 +47,10 @@ for mode in ["truncate", "chunk"]:
     vectors[mode] = embedder.fit_transform(bodies)
 # A text that fits in one window gets the same vector either way.
 too_long = np.any(vectors["truncate"] != vectors["chunk"], axis=1)
-print(f"{len(news)} articles of {bodies.str.len().mean():.0f} characters on average, "
-      f"embedded with {describe(embedder)}; {too_long.sum()} are longer than one window")
+print(
+    f"{len(news)} articles of {bodies.str.len().mean():.0f} characters on average, "
+    f"embedded with {describe(embedder)}; {too_long.sum()} are longer than one window"
+)
 
 # %%
 # Topic accuracy

@@ -47,8 +47,9 @@ for article in [0, 150, 400]:
 # ---------------
 # The corpus publishes some articles twice: a pair at (almost) zero distance is a
 # repeat, not a recommendation. A real service would drop them from the lists.
-repeats = {tuple(sorted((a, int(b)))) for a, b in enumerate(similar[:, 0])
-           if distances[a, 0] < 0.02}
+repeats = {
+    tuple(sorted((a, int(b)))) for a, b in enumerate(similar[:, 0]) if distances[a, 0] < 0.02
+}
 print(f"\n{len(repeats)} near-duplicate pairs (cosine distance < 0.02), e.g.:")
 for a, b in sorted(repeats)[:2]:
     print(f"  {news['headline'][a]!r} = {news['headline'][b]!r}")
@@ -60,5 +61,7 @@ for a, b in sorted(repeats)[:2]:
 topics = news["topic"].to_numpy()
 on_topic = np.mean(topics[similar] == topics[:, None])
 shares = news["topic"].value_counts(normalize=True).to_numpy()
-print(f"\nrecommendations on the article's topic: {on_topic:.2f} "
-      f"(random: {np.sum(shares**2):.2f}), {args.n_recommendations} per article")
+print(
+    f"\nrecommendations on the article's topic: {on_topic:.2f} "
+    f"(random: {np.sum(shares**2):.2f}), {args.n_recommendations} per article"
+)

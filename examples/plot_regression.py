@@ -48,8 +48,9 @@ tabular = [
     ("numbers", "passthrough", ["age", "positive_feedback_count"]),
     ("categories", OneHotEncoder(handle_unknown="ignore"), categories),
 ]
-forest = RandomForestRegressor(n_estimators=200, max_features=0.5, min_samples_leaf=3,
-                               random_state=0)
+forest = RandomForestRegressor(
+    n_estimators=200, max_features=0.5, min_samples_leaf=3, random_state=0
+)
 text = make_pipeline(embedder, PCA(n_components=16, random_state=0))
 models = {
     "dummy (median rating)": DummyRegressor(strategy="median"),

@@ -34,12 +34,15 @@ corpora = {
 for corpus, texts in corpora.items():
     print(f"{corpus}: {len(texts):,} rows")
     for model in ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]:
-        embedder = OpenAIEmbeddingTransformer(model=model, base_url=args.base_url,
-                                              on_invalid_text="zero")
+        embedder = OpenAIEmbeddingTransformer(
+            model=model, base_url=args.base_url, on_invalid_text="zero"
+        )
         estimate = embedder.estimate_cost(texts)
         print(f"  {estimate}")
-    print(f"  {estimate.n_tokens / estimate.n_to_send:.0f} tokens per text on average; "
-          f"blank rows and repeats are never sent")
+    print(
+        f"  {estimate.n_tokens / estimate.n_to_send:.0f} tokens per text on average; "
+        f"blank rows and repeats are never sent"
+    )
 
 # %%
 # The Batch API halves the price
@@ -53,8 +56,9 @@ for batch_api in (False, True):
 # A limit stops an expensive job before it starts
 # -----------------------------------------------
 # The check runs before any request, so this works without a key or a network.
-embedder = OpenAIEmbeddingTransformer(max_cost=args.max_cost, base_url=args.base_url,
-                                      on_invalid_text="zero")
+embedder = OpenAIEmbeddingTransformer(
+    max_cost=args.max_cost, base_url=args.base_url, on_invalid_text="zero"
+)
 try:
     embedder.transform(corpora["BBC News articles"])
 except skembed.BudgetExceededError as error:
@@ -66,8 +70,9 @@ except skembed.BudgetExceededError as error:
 # With a key (``--backend openai``), embed a few reviews, then estimate again: they
 # are now counted as cached. ``skembed.budget`` caps everything inside the block.
 if args.backend == "openai":
-    embedder = OpenAIEmbeddingTransformer(model=args.model, dimensions=args.dimensions,
-                                          base_url=args.base_url, on_invalid_text="zero")
+    embedder = OpenAIEmbeddingTransformer(
+        model=args.model, dimensions=args.dimensions, base_url=args.base_url, on_invalid_text="zero"
+    )
     with skembed.budget(max_cost=0.01) as spent:
         embedder.transform(texts[:200])
     print(f"\nembedded 200 reviews for ${spent.usd:.6f}; now: {embedder.estimate_cost(texts)}")

@@ -27,8 +27,11 @@ from skembed.datasets import load_bbc_news
 
 parser = make_parser(__doc__)
 parser.add_argument("--n-samples", type=int, default=500, help="articles to draw")
-parser.add_argument("--output", default=os.path.join(tempfile.gettempdir(), "bbc_tsne.png"),
-                    help="where to save the figure")
+parser.add_argument(
+    "--output",
+    default=os.path.join(tempfile.gettempdir(), "bbc_tsne.png"),
+    help="where to save the figure",
+)
 args = parse_args(parser)
 
 news = load_bbc_news(n_samples=args.n_samples, random_state=0)
@@ -36,8 +39,9 @@ embedder = make_embedder(args)
 X = embedder.fit_transform(news["headline"] + ". " + news["text"].str.split("\n").str[0])
 # Cosine distances between unit vectors; PCA initialisation keeps the layout stable;
 # 500 iterations (half the default) are enough for a few hundred points.
-points = TSNE(n_components=2, metric="cosine", init="pca", perplexity=30, max_iter=500,
-              random_state=0).fit_transform(X)
+points = TSNE(
+    n_components=2, metric="cosine", init="pca", perplexity=30, max_iter=500, random_state=0
+).fit_transform(X)
 
 # %%
 # Draw
@@ -62,5 +66,7 @@ plt.show()
 _, neighbours = NearestNeighbors(n_neighbors=6).fit(points).kneighbors(points)
 same_topic = np.mean(topics[neighbours[:, 1:]] == topics[:, None])
 shares = news["topic"].value_counts(normalize=True).to_numpy()
-print(f"5 nearest neighbours in the 2-D map sharing the topic: {same_topic:.2f} "
-      f"(chance: {np.sum(shares**2):.2f})")
+print(
+    f"5 nearest neighbours in the 2-D map sharing the topic: {same_topic:.2f} "
+    f"(chance: {np.sum(shares**2):.2f})"
+)

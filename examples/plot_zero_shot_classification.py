@@ -71,5 +71,7 @@ for name, params in settings.items():
 sample = np.random.RandomState(1).choice(len(news), size=5, replace=False)
 proba = model.predict_proba(texts[sample])
 for row, p in zip(sample, proba, strict=True):
-    print(f"  {news['headline'][row][:45]:45s} -> {model.classes_[p.argmax()]:13s} "
-          f"p={p.max():.2f} (true: {news['topic'][row]})")
+    print(
+        f"  {news['headline'][row][:45]:45s} -> {model.classes_[p.argmax()]:13s} "
+        f"p={p.max():.2f} (true: {news['topic'][row]})"
+    )

@@ -53,22 +53,36 @@ def parse_args(argv=None):
         description=__doc__.strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--backend", choices=["local", "openai"], default="local",
-                        help="embedding model: the bundled local one, or OpenAI's API")
-    parser.add_argument("--model", default="text-embedding-3-small",
-                        help="OpenAI model (with --backend openai)")
-    parser.add_argument("--dimensions", type=int, default=256,
-                        help="OpenAI vector size (with --backend openai)")
-    parser.add_argument("--base-url", default=None,
-                        help="OpenAI-compatible server (with --backend openai)")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "openai"],
+        default="local",
+        help="embedding model: the bundled local one, or OpenAI's API",
+    )
+    parser.add_argument(
+        "--model", default="text-embedding-3-small", help="OpenAI model (with --backend openai)"
+    )
+    parser.add_argument(
+        "--dimensions", type=int, default=256, help="OpenAI vector size (with --backend openai)"
+    )
+    parser.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible server (with --backend openai)"
+    )
     parser.add_argument("--target", choices=sorted(TARGETS), default="recommended")
-    parser.add_argument("--n-samples", type=int, default=4000,
-                        help="reviews to use (stratified subset); 0 = all 23,486")
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=4000,
+        help="reviews to use (stratified subset); 0 = all 23,486",
+    )
     parser.add_argument("--cv", type=int, default=3, help="cross-validation folds")
     parser.add_argument("--n-estimators", type=int, default=150, help="trees per forest")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel grid-search jobs")
-    parser.add_argument("--output", default="clothing_reviews_model.joblib",
-                        help="where to save the fitted pipeline")
+    parser.add_argument(
+        "--output",
+        default="clothing_reviews_model.joblib",
+        help="where to save the fitted pipeline",
+    )
     parser.add_argument("--random-state", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -81,7 +95,9 @@ def make_embedder(args):
     from skembed import OpenAIEmbeddingTransformer
 
     return OpenAIEmbeddingTransformer(
-        model=args.model, dimensions=args.dimensions, base_url=args.base_url,
+        model=args.model,
+        dimensions=args.dimensions,
+        base_url=args.base_url,
         on_invalid_text="zero",
     )
 
@@ -101,14 +117,12 @@ def make_model(text_step, args, regression):
 
 
 def load(args):
-    data = load_clothing_reviews(
-        n_samples=args.n_samples or None, random_state=args.random_state
-    )
+    data = load_clothing_reviews(n_samples=args.n_samples or None, random_state=args.random_state)
     # Title and body together; a review with neither becomes "" and, under the
     # on_invalid_text="zero" policy, an all-zero vector (instead of the word "nan").
-    data["review"] = (
-        data["title"].fillna("") + ". " + data["review_text"].fillna("")
-    ).str.strip(" .")
+    data["review"] = (data["title"].fillna("") + ". " + data["review_text"].fillna("")).str.strip(
+        " ."
+    )
     data[CATEGORICAL] = data[CATEGORICAL].fillna("unknown")
     return data
 
@@ -120,11 +134,15 @@ def main(argv=None):
     data = load(args)
     y = data[target].to_numpy()
     train, test = train_test_split(
-        data, test_size=0.2, random_state=args.random_state,
+        data,
+        test_size=0.2,
+        random_state=args.random_state,
         stratify=None if regression else y,
     )
-    print(f"{len(data)} reviews ({len(train)} to train and cross-validate, {len(test)} held "
-          f"out); target {target!r}, scored by {scoring}")
+    print(
+        f"{len(data)} reviews ({len(train)} to train and cross-validate, {len(test)} held "
+        f"out); target {target!r}, scored by {scoring}"
+    )
 
     embedder = make_embedder(args)
     start = time.perf_counter()
@@ -132,8 +150,10 @@ def main(argv=None):
     # candidate of the grid search below then reads its vectors from the cache.
     embedder.set_params(verbose=True).transform(data["review"])
     embedder.set_params(verbose=False)
-    print(f"embedded {len(data)} reviews in {time.perf_counter() - start:.1f} s "
-          f"({type(embedder).__name__}; cached for the next run)")
+    print(
+        f"embedded {len(data)} reviews in {time.perf_counter() - start:.1f} s "
+        f"({type(embedder).__name__}; cached for the next run)"
+    )
 
     splitter = (KFold if regression else StratifiedKFold)(
         args.cv, shuffle=True, random_state=args.random_state
@@ -154,11 +174,12 @@ def main(argv=None):
         search.fit(train, train[target])
         searches[name] = search
         folds = np.array(
-            [search.cv_results_[f"split{i}_test_score"][search.best_index_]
-             for i in range(args.cv)]
+            [search.cv_results_[f"split{i}_test_score"][search.best_index_] for i in range(args.cv)]
         )
-        print(f"  {name:24s} {folds.mean():+.3f} ± {folds.std():.3f}   "
-              f"(best {search.best_params_}; {time.perf_counter() - start:.0f} s)")
+        print(
+            f"  {name:24s} {folds.mean():+.3f} ± {folds.std():.3f}   "
+            f"(best {search.best_params_}; {time.perf_counter() - start:.0f} s)"
+        )
 
     best = searches["embeddings + tabular"].best_estimator_
     held_out = best.score(test, test[target]) if regression else None
@@ -173,11 +194,14 @@ def main(argv=None):
     code = textwrap.dedent(f"""
         import joblib, pandas as pd
         model = joblib.load({args.output!r})
-        rows = pd.read_pickle({args.output + '.rows.pkl'!r})
+        rows = pd.read_pickle({args.output + ".rows.pkl"!r})
         print(" ".join(str(p) for p in model.predict(rows)))
     """)
     reloaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env=os.environ.copy(),
     ).stdout.split()
     os.remove(args.output + ".rows.pkl")

@@ -22,8 +22,7 @@ from ._sklearn_compat import Interval, StrOptions, _fit_context
 __all__ = ["CosineNearestNeighbors", "cosine_diversity"]
 
 _HNSW_MISSING = (
-    'algorithm="hnsw" needs the hnswlib package: pip install skembed[ann] '
-    "(or pip install hnswlib)."
+    'algorithm="hnsw" needs the hnswlib package: pip install skembed[ann] (or pip install hnswlib).'
 )
 
 
@@ -318,9 +317,7 @@ class CosineNearestNeighbors(BaseEstimator):
         data = np.ones(indices.size) if mode == "connectivity" else distances.ravel()
         n_queries, k = indices.shape
         indptr = np.arange(0, n_queries * k + 1, k)
-        return csr_matrix(
-            (data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_)
-        )
+        return csr_matrix((data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
         """Find the fitted points within a cosine distance of each query (exact).

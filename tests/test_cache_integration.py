@@ -236,8 +236,10 @@ def test_only_free_backends_fetch_in_parallel_through_one_cache(tmp_path, pays_p
         except threading.BrokenBarrierError as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=([f"{name} {i}" for i in range(3)],))
-               for name in ("left", "right")]
+    threads = [
+        threading.Thread(target=worker, args=([f"{name} {i}" for i in range(3)],))
+        for name in ("left", "right")
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

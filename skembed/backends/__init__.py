@@ -14,4 +14,8 @@ from ._base import (
 
 __all__ = [
     "BudgetExceededError",
-    "EmbeddingAPIError", "EmbeddingBackend", "EmbeddingError", "InputTooLongError"]
+    "EmbeddingAPIError",
+    "EmbeddingBackend",
+    "EmbeddingError",
+    "InputTooLongError",
+]
