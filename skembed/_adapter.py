@@ -11,6 +11,7 @@ from sklearn.utils import check_array, check_consistent_length
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._math import normalize_rows, row_norms_and_normalize
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["LinearEmbeddingAdapter"]
@@ -367,24 +368,21 @@ def _energy_basis(data):
 
 
 def _unit_rows(X):
-    """Rows of ``X`` scaled to unit norm (zero rows stay zero), whatever their magnitude.
+    """Rows of float ``X`` scaled to unit norm (zero rows stay zero), in ``X``'s dtype.
 
-    Each row is first divided by its largest absolute entry, so that squaring it can
-    neither overflow (entries near the dtype's maximum) nor lose its precision (subnormal
-    entries): sklearn's ``normalize`` turns such rows into zeros or into rows that are
-    not of unit norm.
+    Safe whatever the magnitude of the entries (see :func:`~skembed._math.normalize_rows`),
+    where sklearn's ``normalize`` turns rows of huge or subnormal entries into zeros or
+    into rows that are not of unit norm.
     """
-    scale = np.abs(X).max(axis=1, keepdims=True)
-    X = X / np.where(scale > 0, scale, 1)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1)
+    return normalize_rows(X, zero_rows="keep", dtype=X.dtype)
 
 
 def _normalize_rows(Z):
-    """Unit rows of ``Z`` (zero rows stay zero) and the inverse norms used."""
-    norms = np.linalg.norm(Z, axis=1, keepdims=True)
+    """Unit rows of float64 ``Z`` (zero rows stay zero) and the inverse norms used,
+    for :func:`_normalize_rows_backward`."""
+    unit, norms = row_norms_and_normalize(Z, zero_rows="keep", dtype=np.float64, copy=False)
     inv_norm = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return Z * inv_norm, inv_norm
+    return unit, inv_norm[:, np.newaxis]
 
 
 def _normalize_rows_backward(grad, unit, inv_norm):

@@ -2,7 +2,8 @@
 
 Plumbing shared by the estimators (nearest neighbours, zero-shot classification):
 numpy and threadpoolctl only, no scikit-learn. Every function here takes rows that
-are already unit-norm float32 (see :func:`l2_normalize`) unless it says otherwise.
+are already unit-norm float32 (see :func:`normalize_rows`, the one row normaliser of
+the package) unless it says otherwise.
 
 How the exact top-k stays close to the cost of the matrix product
 -----------------------------------------------------------------
@@ -33,6 +34,8 @@ __all__ = [
     "cosine_topk",
     "l2_normalize",
     "mean_pairwise_cosine_distance",
+    "normalize_rows",
+    "row_norms_and_normalize",
     "unit_norm_rows",
 ]
 
@@ -41,6 +44,9 @@ __all__ = [
 _UNIT_NORM_ATOL = 1e-4
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)
+# float64 norms between these come from squares that neither overflowed nor underflowed.
+_F64_SAFE_MAX = 1e150
+_F64_SAFE_MIN = 1e-150
 
 # Preferred block shapes (queries x fitted rows). Measured on AVX-512 OpenBLAS: large
 # query blocks keep single-threaded sgemm near its peak; 2048 fitted rows keep the
@@ -58,11 +64,11 @@ _DENSE_FRACTION = 0.125
 _MIB = 2**20
 
 
-def _as_float32_2d(X, name):
+def _as_float_2d(X, name, dtype=np.float32):
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {X.shape}.")
-    return X.astype(np.float32, copy=False)
+    return X.astype(dtype, copy=False)
 
 
 def _squared_row_norms(X, chunk_rows=65536):
@@ -74,8 +80,15 @@ def _squared_row_norms(X, chunk_rows=65536):
     return out
 
 
-def _raise_zero_rows(squared_norms, name):
+def _check_zero_rows(X, squared_norms, zero_rows, name):
+    """Apply the zero-row policy: raise naming the rows, or let them through."""
+    if zero_rows not in ("raise", "keep"):
+        raise ValueError(f"zero_rows must be 'raise' or 'keep', got {zero_rows!r}.")
+    if zero_rows == "keep":
+        return
     zero = np.flatnonzero(squared_norms == 0)
+    if zero.size and X.dtype != np.float32:
+        zero = zero[~X[zero].any(axis=1)]  # float64 squares of tiny entries underflow to 0
     if zero.size:
         shown = ", ".join(str(i) for i in zero[:10]) + (", ..." if zero.size > 10 else "")
         raise ValueError(
@@ -85,20 +98,127 @@ def _raise_zero_rows(squared_norms, name):
 
 
 def _divide_by_norms(X, squared_norms):
-    """Divide the float32 rows of ``X`` in place by their norms (from float64 squares)."""
+    """Divide the rows of ``X`` in place by their norms; return the norms (float64).
+
+    Zero rows stay zero. float32 rows: the float64 squares of float32 entries neither
+    overflow nor underflow, so their norms are exact; a norm that float32 cannot hold
+    (huge entries: it would overflow to inf and the row become zeros; subnormal
+    entries: it would lose its precision) is divided in float64. float64 rows whose
+    squares overflow or underflow are first divided by their largest entry.
+    """
     norms = np.sqrt(squared_norms)
-    # float32 cannot hold the norm of a row with huge entries (it overflows to inf, and
-    # the row would become zeros) nor, precisely, of a row of subnormal entries: such
-    # rows are divided in float64.
-    extreme = (norms > _F32_MAX) | (norms < _F32_TINY)
-    X /= np.where(extreme, 1.0, norms).astype(np.float32)[:, np.newaxis]
+    if X.dtype == np.float32:
+        extreme = (norms > _F32_MAX) | ((norms < _F32_TINY) & (norms > 0))
+        X /= np.where(extreme | (norms == 0), 1.0, norms).astype(np.float32)[:, np.newaxis]
+        if extreme.any():
+            rows = np.flatnonzero(extreme)
+            X[rows] = X[rows] / norms[rows, np.newaxis]
+        return norms
+    extreme = ~(norms < _F64_SAFE_MAX) | (norms < _F64_SAFE_MIN)  # zero and NaN rows too
+    X /= np.where(extreme, 1.0, norms)[:, np.newaxis]
     if extreme.any():
         rows = np.flatnonzero(extreme)
-        X[rows] = X[rows] / norms[rows, np.newaxis]
+        block = X[rows]
+        # A zero row keeps a scale of 1 (the squares of a tiny row may all underflow).
+        scale = np.abs(block).max(axis=1)
+        scale = np.where(scale > 0, scale, 1.0)
+        block /= scale[:, np.newaxis]
+        scaled_norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        block /= np.where(scaled_norms > 0, scaled_norms, 1.0)[:, np.newaxis]
+        X[rows] = block
+        norms[rows] = scale * scaled_norms
+    return norms
+
+
+def normalize_rows(X, *, zero_rows="raise", dtype=np.float32, copy=True, name="X"):
+    """Scale each row of ``X`` to unit Euclidean norm: skembed's one row normaliser.
+
+    Norms are computed in float64 (float64 rows of extreme magnitude are first scaled
+    by their largest entry), so rows of huge or tiny entries come out of unit norm
+    instead of as zeros or distorted rows. Every module normalises rows through this
+    function; what happens to a row of zeros is the caller's explicit choice.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Rows to normalise. Converted to ``dtype``.
+    zero_rows : {"raise", "keep"}, default="raise"
+        A row of zeros has no direction: ``"raise"`` refuses it with a ValueError
+        naming its index; ``"keep"`` returns it as a row of zeros.
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Floating type of the result.
+    copy : bool, default=True
+        If False and ``X`` is already a writeable array of ``dtype``, normalise in place.
+    name : str, default="X"
+        Name of the array in error messages.
+
+    Returns
+    -------
+    X_normalized : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        Rows of unit norm (and, with ``zero_rows="keep"``, rows of zeros).
+
+    Raises
+    ------
+    ValueError
+        If ``zero_rows="raise"`` and a row has zero norm; the message gives its index.
+
+    See Also
+    --------
+    row_norms_and_normalize : The same, also returning the norms (for a gradient).
+
+    Examples
+    --------
+    >>> from skembed._math import normalize_rows
+    >>> normalize_rows([[3.0, 4.0], [0.0, 0.0]], zero_rows="keep")
+    array([[0.6, 0.8],
+           [0. , 0. ]], dtype=float32)
+    """
+    return row_norms_and_normalize(X, zero_rows=zero_rows, dtype=dtype, copy=copy, name=name)[0]
+
+
+def row_norms_and_normalize(X, *, zero_rows="raise", dtype=np.float32, copy=True, name="X"):
+    """:func:`normalize_rows`, also returning the norms the rows were divided by.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Rows to normalise.
+    zero_rows : {"raise", "keep"}, default="raise"
+        As in :func:`normalize_rows`.
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Floating type of the result.
+    copy : bool, default=True
+        As in :func:`normalize_rows`.
+    name : str, default="X"
+        Name of the array in error messages.
+
+    Returns
+    -------
+    X_normalized : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        As returned by :func:`normalize_rows`.
+    norms : ndarray of shape (n_samples,), dtype float64
+        Euclidean norm of each input row (0 for a zero row).
+
+    Examples
+    --------
+    >>> from skembed._math import row_norms_and_normalize
+    >>> unit, norms = row_norms_and_normalize([[3.0, 4.0]], dtype="float64")
+    >>> unit.tolist(), norms.tolist()
+    ([[0.6, 0.8]], [5.0])
+    """
+    original = np.asarray(X)
+    X = _as_float_2d(original, name, dtype)
+    if X is original and (copy or not X.flags.writeable):
+        X = X.copy()
+    squared_norms = _squared_row_norms(X)
+    _check_zero_rows(X, squared_norms, zero_rows, name)
+    return X, _divide_by_norms(X, squared_norms)
 
 
 def l2_normalize(X, *, copy=True, name="X"):
-    """Scale each row of ``X`` to unit Euclidean norm, in float32.
+    """Scale each row of ``X`` to unit Euclidean norm, in float32; refuse zero rows.
+
+    :func:`normalize_rows` with ``zero_rows="raise"``.
 
     Parameters
     ----------
@@ -125,21 +245,15 @@ def l2_normalize(X, *, copy=True, name="X"):
     >>> l2_normalize([[3.0, 4.0]])
     array([[0.6, 0.8]], dtype=float32)
     """
-    original = np.asarray(X)
-    X = _as_float32_2d(original, name)
-    if X is original and (copy or not X.flags.writeable):
-        X = X.copy()
-    squared_norms = _squared_row_norms(X)
-    _raise_zero_rows(squared_norms, name)
-    _divide_by_norms(X, squared_norms)
-    return X
+    return normalize_rows(X, zero_rows="raise", copy=copy, name=name)
 
 
 def unit_norm_rows(X, *, copy=True, name="X"):
     """Return ``X`` as float32 with unit-norm rows, copying only when needed.
 
     Rows already of unit norm (to float32 precision) are the common case for
-    embeddings; they are returned as they are, without a copy.
+    embeddings; they are returned as they are, without a copy. Other rows are
+    normalised as :func:`normalize_rows` does, with ``zero_rows="raise"``.
 
     Parameters
     ----------
@@ -162,11 +276,11 @@ def unit_norm_rows(X, *, copy=True, name="X"):
         If a row has zero norm.
     """
     original = np.asarray(X)
-    X = _as_float32_2d(original, name)
+    X = _as_float_2d(original, name)
     squared_norms = _squared_row_norms(X)
     if np.all(np.abs(squared_norms - 1.0) <= 2 * _UNIT_NORM_ATOL):
         return X
-    _raise_zero_rows(squared_norms, name)
+    _check_zero_rows(X, squared_norms, "raise", name)
     if X is original and (copy or not X.flags.writeable):
         X = X.copy()
     _divide_by_norms(X, squared_norms)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import numpy as np
-
 from ._base import BaseEmbeddingTransformer
+from ._math import normalize_rows
 from ._models import resolve_model
 from ._sklearn_compat import Interval, StrOptions
 from .backends._openai import OpenAIBackend
@@ -285,9 +284,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         if not self._shortens_locally():
             return vectors
         # What the API does for text-embedding-3: keep the first coordinates, re-normalise.
-        short = vectors[:, : self.dimensions]
-        norms = np.linalg.norm(short, axis=1, keepdims=True)
-        return np.divide(short, norms, out=np.zeros_like(short), where=norms > 0)
+        return normalize_rows(vectors[:, : self.dimensions], zero_rows="keep")
 
     def _output_dim(self):
         return self.dimensions or resolve_model(self.model).native_dim

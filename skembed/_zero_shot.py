@@ -11,7 +11,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._math import l2_normalize
+from ._math import normalize_rows
 from ._sklearn_compat import HasMethods, Interval, _fit_context
 from ._validation import _as_text_column, _is_missing, describe_rows
 
@@ -207,7 +207,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         vectors = self._embed(flat)
         sums = np.zeros((len(descriptions), vectors.shape[1]), dtype=np.float32)
         np.add.at(sums, owner, vectors)
-        self.label_embeddings_ = l2_normalize(sums, name="label embeddings")
+        self.label_embeddings_ = normalize_rows(sums, name="label embeddings")
 
         if y is not None:
             self.prototypes_ = self._few_shot(self._embed(X, vectors.shape[1]), y)
@@ -261,10 +261,10 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     def _blend(self, centroids):
         # Both terms unit-norm before weighting, so that label_weight means the same
         # whatever the spread of the texts (a centroid of unit rows is shorter than 1).
-        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
-        unit = np.divide(centroids, norms, out=np.zeros_like(centroids), where=norms > 0)
+        # A class without rows has a zero centroid: it keeps its description's vector.
+        unit = normalize_rows(centroids, zero_rows="keep")
         mixed = self.label_weight * self.label_embeddings_ + (1 - self.label_weight) * unit
-        return l2_normalize(mixed, name="prototypes")
+        return normalize_rows(mixed, name="prototypes")
 
     def decision_function(self, X):
         """Cosine similarity of each text to each class prototype.

@@ -24,6 +24,7 @@ from numbers import Integral
 
 import numpy as np
 
+from .._math import normalize_rows
 from ._base import InputTooLongError, ResultCallback
 
 __all__ = ["LocalBackend"]
@@ -322,7 +323,9 @@ class LocalBackend:
                 if done.size == 0:
                     continue
                 # A text with one window keeps its unit vector; chunks get re-normalised.
-                vectors[done] /= np.linalg.norm(vectors[done], axis=1, keepdims=True)
+                vectors[done] = normalize_rows(
+                    vectors[done], copy=False, name="The local model's vectors"
+                )
                 if on_result is not None:
                     on_result(done, vectors[done])
                 bar.update(done.size)
@@ -434,5 +437,4 @@ def _run(model, tokenizer, windows):
     )
     mask = attention_mask.astype(np.float32)
     pooled = np.matmul(mask[:, None, :], hidden)[:, 0, :] / mask.sum(axis=1, keepdims=True)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    return pooled.astype(np.float32, copy=False)
+    return normalize_rows(pooled, copy=False, name="The local model's vectors")

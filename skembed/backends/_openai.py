@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from .._math import normalize_rows
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
 from ._base import EmbeddingAPIError, RequestMeter
@@ -432,15 +433,15 @@ class OpenAIBackend:
                     if future.cancelled():
                         continue
                     try:
-                        outcomes = future.result()
-                    except Exception as error:  # a bug or a failing callback: stop cleanly
+                        for outcome in future.result():
+                            if outcome.error is None:
+                                assembler.add(outcome.pieces, outcome.vectors)
+                            else:
+                                fail(outcome.error)
+                    # A bug, a failing callback or a vector that cannot be normalised:
+                    # stop cleanly (leaving the pool would wait for every queued request).
+                    except Exception as error:
                         fail(error)
-                        continue
-                    for outcome in outcomes:
-                        if outcome.error is None:
-                            assembler.add(outcome.pieces, outcome.vectors)
-                        else:
-                            fail(outcome.error)
                 # One hand-over per wake-up: a slow store (an fsync per call) then
                 # stores more per call instead of falling behind the answers, which a
                 # crash would lose. A store that fails stops the job like an API error,
@@ -481,8 +482,9 @@ class _Assembler:
         np.subtract.at(self.missing, owners, 1)
         complete = np.unique(owners[self.missing[owners] == 0])
         if len(complete):
-            rows = self.out[complete]
-            self.out[complete] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            self.out[complete] = normalize_rows(
+                self.out[complete], copy=False, name="The server's vectors"
+            )
             self.completed.append(complete)
 
     def flush(self):
