@@ -20,9 +20,16 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     """Stateless texts-to-vectors transformer; subclasses say which backend embeds.
 
     Subclasses implement ``_make_backend()`` (a new backend from the current
-    parameters) and ``_output_dim()`` (the vector length, or ``None`` when only the
-    server knows it).
+    parameters, usually ``SomeBackend(**self._backend_kwargs())``) and list in
+    ``_backend_params`` the parameters they hand to it. The backend resolves the model
+    and owns the width of its vectors; the output width (``_output_dim()``) is asked
+    of it.
     """
+
+    #: Parameters handed to the backend as they are, under the same name (each
+    #: subclass lists its own); ``verbose`` is handed on as ``progress``. The others
+    #: (input policy, cache, spending limits) are the estimator's and the job's.
+    _backend_params: tuple = ()
 
     _parameter_constraints: dict = {
         "on_invalid_text": [StrOptions({"error", "zero"})],
@@ -78,7 +85,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         limits = self._spending_limits()
         if valid.all():
             vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache), **limits)
-            return self._postprocess(vectors)
+            return self._postprocess(vectors, backend)
         if not valid.any():
             dim = self._output_dim()
             if dim is None:
@@ -88,7 +95,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         vectors, _ = embed_texts(
             kept, backend, resolve_cache(self.cache), rows=np.flatnonzero(valid), **limits
         )
-        vectors = self._postprocess(vectors)
+        vectors = self._postprocess(vectors, backend)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         out[valid] = vectors
         return out
@@ -112,9 +119,19 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             rows=None if valid.all() else np.flatnonzero(valid),
         )
 
-    def _postprocess(self, vectors):
+    def _postprocess(self, vectors, backend):
         """Turn the backend's vectors into the output (a hook; identity by default)."""
         return vectors
+
+    def _output_dim(self):
+        """Width of the output rows, or ``None`` while the backend does not know it."""
+        return self._backend().n_dimensions
+
+    def _backend_kwargs(self):
+        """The backend's keyword arguments, from the current parameters."""
+        kwargs = {name: getattr(self, name) for name in self._backend_params}
+        kwargs["progress"] = self.verbose
+        return kwargs
 
     def _backend(self):
         """The backend for the current parameters, reused while they do not change.

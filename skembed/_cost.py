@@ -48,9 +48,8 @@ def format_usd(usd):
 
 
 def model_name(backend):
-    """The model a backend embeds with, for reports (its class name if it has none)."""
-    info = getattr(backend, "info", None)
-    return getattr(info, "name", None) or type(backend).__name__
+    """The model a backend embeds with, for reports."""
+    return backend.model_name
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
     texts : list of str
         Validated texts (non-empty strings), duplicates allowed.
     backend : EmbeddingBackend
-        The backend that would embed them. One without ``count_billed_tokens`` (a
+        The backend that would embed them. One that does not pay per text (a
         local model) costs nothing.
     cache : EmbeddingCache or None
         Cache whose entries are free. Looked up without touching its hit counters.
@@ -139,15 +138,11 @@ def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
     unique, inverse = _deduplicate(texts)
     found = cached_mask(unique, backend, cache)
     todo = np.flatnonzero(~found)
-    price = getattr(backend, "usd_per_million_tokens", None)
-    count = getattr(backend, "count_billed_tokens", None)
-    if count is None:
-        n_tokens, price = 0, 0.0
-    else:
-        try:
-            n_tokens = int(count([unique[i] for i in todo]).sum())
-        except EmbeddingError as error:
-            raise _name_user_rows(error, todo, inverse, rows) from error
+    price = backend.usd_per_million_tokens if backend.pays_per_text else 0.0
+    try:
+        n_tokens = int(backend.count_billed_tokens([unique[i] for i in todo]).sum())
+    except EmbeddingError as error:
+        raise _name_user_rows(error, todo, inverse, rows) from error
     return CostEstimate(
         model=model_name(backend),
         n_texts=len(texts) if n_texts is None else n_texts,
@@ -260,15 +255,15 @@ class Spending:
     Parameters
     ----------
     backend : EmbeddingBackend
-        The call's backend; one without ``count_billed_tokens`` is free.
+        The call's backend; one that does not pay per text is free.
     max_tokens, max_cost : int, float or None
         The call's own limits (the transformer's parameters).
     """
 
     def __init__(self, backend, max_tokens=None, max_cost=None):
         self.model = model_name(backend)
-        self.billed = hasattr(backend, "count_billed_tokens")
-        self.price = getattr(backend, "usd_per_million_tokens", None) if self.billed else 0.0
+        self.billed = backend.pays_per_text
+        self.price = backend.usd_per_million_tokens if self.billed else 0.0
         self.max_tokens = _check_limit("max_tokens", max_tokens)
         self.max_cost = _check_limit("max_cost", max_cost)
         with _active_lock:

@@ -74,7 +74,7 @@ def _deduplicate(texts):
 
 def cached_mask(unique, backend, cache):
     """Which of the distinct texts ``unique`` the cache holds (no hit counted)."""
-    dim = getattr(backend, "n_dimensions", None)
+    dim = backend.n_dimensions
     if cache is None or dim is None or not unique:
         # Of a model of unknown width nothing can be read before its first answer.
         return np.zeros(len(unique), dtype=bool)
@@ -192,20 +192,22 @@ class _Job:
         from ._cache import cache_key
 
         self.keys = [cache_key(self.namespace, text) for text in self.unique]
-        dim = getattr(self.backend, "n_dimensions", None)
-        if dim is None:
-            # A model the registry does not know: learn its width from one text, so that
-            # the cache can be read (cached vectors are stored per width), and remember
-            # it, so that later calls read the cache without paying for a probe.
-            dim = self._fetch(np.array([0]), None).shape[1]
-            self.backend.n_dimensions = dim
+        if self.backend.n_dimensions is None:
+            # A model the registry does not know: embed one text, so that the cache can
+            # be read (cached vectors are stored per width). The backend learns its
+            # width from that answer and keeps it, so later calls read the cache
+            # without paying for a probe.
+            # TODO(#15): look the width up in the cache here, and store the learnt one
+            # there, so that clones, folds and other processes skip the probe too.
+            self._fetch(np.array([0]), None)
+        dim = self.backend.n_dimensions
         found, vectors = self.cache.get(self.keys, dim)  # a fresh array, zero rows for misses
         todo = np.flatnonzero(~found)
         # Not counting the text fetched above to learn the width: it was paid for.
         self.n_cache_hits = len(self.unique) - len(todo) - self.n_sent
         if not len(todo):
             return vectors
-        if not getattr(self.backend, "pays_per_text", True):
+        if not self.backend.pays_per_text:
             # A local model costs CPU time only. Taking turns would serialise workers
             # that embed different texts (a big column split over processes), while a
             # text two of them share costs no more wall time computed twice in

@@ -6,7 +6,7 @@ from numbers import Integral
 
 from ._base import BaseEmbeddingTransformer
 from ._sklearn_compat import Interval, StrOptions
-from .backends._local import N_DIMENSIONS, LocalBackend
+from .backends._local import LocalBackend
 
 __all__ = ["LocalEmbeddingTransformer"]
 
@@ -69,6 +69,7 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
+    _backend_params = ("max_length", "long_input", "batch_size", "n_threads")
 
     def __init__(
         self,
@@ -90,13 +91,4 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         self.verbose = verbose
 
     def _make_backend(self):
-        return LocalBackend(
-            max_length=self.max_length,
-            long_input=self.long_input,
-            batch_size=self.batch_size,
-            n_threads=self.n_threads,
-            progress=self.verbose,
-        )
-
-    def _output_dim(self):
-        return N_DIMENSIONS
+        return LocalBackend(**self._backend_kwargs())

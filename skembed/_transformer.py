@@ -6,7 +6,6 @@ from numbers import Integral, Real
 
 from ._base import BaseEmbeddingTransformer
 from ._math import normalize_rows
-from ._models import resolve_model
 from ._sklearn_compat import Interval, StrOptions
 from .backends._openai import OpenAIBackend
 from .backends._openai_batch import OpenAIBatchBackend
@@ -164,6 +163,23 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
         "rate_limiter": [str, None],
     }
+    _backend_params = (
+        "model",
+        "dimensions",
+        "dimensions_from_full",
+        "base_url",
+        "api_key_env",
+        "organization",
+        "api_version",
+        "batch_size",
+        "max_concurrency",
+        "max_retries",
+        "timeout",
+        "long_input",
+        "encoding_format",
+        "usd_per_million_tokens",
+        "rate_limiter",
+    )
 
     def __init__(
         self,
@@ -214,37 +230,12 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.cache = cache
         self.verbose = verbose
 
-    def _shortens_locally(self):
-        if not self.dimensions_from_full or self.dimensions is None:
-            return False
-        if not resolve_model(self.model, dimensions=self.dimensions).dimensions_is_truncation:
-            raise ValueError(
-                f"dimensions_from_full=True needs a model whose shortened vectors are "
-                f"truncations of the full one (text-embedding-3-*); {self.model!r} is not "
-                "known to be one."
-            )
-        return True
-
     def _make_backend(self):
-        batch = {"poll_interval": self.batch_poll_interval} if self.batch_api else {}
-        return (OpenAIBatchBackend if self.batch_api else OpenAIBackend)(
-            model=self.model,
-            dimensions=None if self._shortens_locally() else self.dimensions,
-            base_url=self.base_url,
-            api_key_env=self.api_key_env,
-            organization=self.organization,
-            api_version=self.api_version,
-            batch_size=self.batch_size,
-            max_concurrency=self.max_concurrency,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-            long_input=self.long_input,
-            encoding_format=self.encoding_format,
-            progress=self.verbose,
-            usd_per_million_tokens=self.usd_per_million_tokens,
-            rate_limiter=self.rate_limiter,
-            **batch,
-        )
+        if self.batch_api:
+            return OpenAIBatchBackend(
+                **self._backend_kwargs(), poll_interval=self.batch_poll_interval
+            )
+        return OpenAIBackend(**self._backend_kwargs())
 
     def _spending_limits(self):
         return {"max_tokens": self.max_tokens, "max_cost": self.max_cost}
@@ -280,11 +271,13 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         """
         return self._estimate_cost(X)
 
-    def _postprocess(self, vectors):
-        if not self._shortens_locally():
+    def _postprocess(self, vectors, backend):
+        if backend.shorten_to is None:
             return vectors
-        # What the API does for text-embedding-3: keep the first coordinates, re-normalise.
-        return normalize_rows(vectors[:, : self.dimensions], zero_rows="keep")
+        # dimensions_from_full: what the API does for text-embedding-3, on the cached
+        # full vector: keep the first coordinates, re-normalise.
+        return normalize_rows(vectors[:, : backend.shorten_to], zero_rows="keep")
 
     def _output_dim(self):
-        return self.dimensions or resolve_model(self.model).native_dim
+        backend = self._backend()
+        return backend.shorten_to or backend.n_dimensions

@@ -57,11 +57,18 @@ def _hash_vector(text, dim):
 
 
 class _HashBackend:
+    model_name = "_HashBackend"
+    pays_per_text = False
+    usd_per_million_tokens = 0.0
+
     def __init__(self, dim):
         self.n_dimensions = dim
         self.cache_namespace = f"test-hash-{dim}"
 
-    def embed(self, texts, on_result=None):
+    def count_billed_tokens(self, texts):
+        return np.zeros(len(texts), dtype=np.int64)
+
+    def embed(self, texts, on_result=None, meter=None):
         vectors = np.stack([_hash_vector(t, self.n_dimensions) for t in texts])
         if on_result is not None:
             on_result(np.arange(len(texts)), vectors)
@@ -369,13 +376,14 @@ _LONG_TEXT = st.text(
 def test_property_local_prefix_tokenization_is_exact(text, max_length):
     # The local backend tokenizes long texts from a prefix: it must give the pieces the
     # whole text starts with, and call a text complete only if it is.
-    from skembed.backends._local import LocalBackend, _encode, _get_tokenizer
+    from skembed.backends._local import _encode, _get_tokenizer
+    from tests._backends import local_backend
 
     tokenizer = _get_tokenizer()
     full = _encode(tokenizer, [text])[0]
     width = max_length - 2
     for policy in ("truncate", "error"):
-        backend = LocalBackend(max_length=max_length, long_input=policy)
+        backend = local_backend(max_length=max_length, long_input=policy)
         with mock.patch("skembed.backends._local._PREFIX_CHARS", 0):  # prefixes from 16 chars
             (pieces,), (complete,) = backend._word_pieces(tokenizer, [text])
         assert pieces[:width] == full[:width]

@@ -13,6 +13,7 @@ from skembed import EmbeddingCache, OpenAIEmbeddingTransformer
 from skembed._embed import embed_texts
 from skembed.backends import EmbeddingAPIError
 from skembed.backends._openai_batch import OpenAIBatchBackend
+from tests._backends import openai_batch_backend
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -44,7 +45,7 @@ def _embedder(server, cache, **params):
 
 
 def _backend(server, **params):
-    return OpenAIBatchBackend(
+    return openai_batch_backend(
         base_url=server.base_url, dimensions=DIM, batch_size=8, poll_interval=0.02, **params
     )
 

@@ -240,12 +240,18 @@ def test_budget_error_survives_pickling():
 
 
 class FreeBackend:
-    """A backend without ``count_billed_tokens``: a local model, which costs nothing."""
+    """A backend that does not pay per text: a local model, which costs nothing."""
 
     cache_namespace = "free"
+    model_name = "FreeBackend"
     n_dimensions = 2
+    pays_per_text = False
+    usd_per_million_tokens = 0.0
 
-    def embed(self, texts, on_result=None):
+    def count_billed_tokens(self, texts):
+        return np.zeros(len(texts), dtype=np.int64)
+
+    def embed(self, texts, on_result=None, meter=None):
         vectors = np.tile(np.float32([0.6, 0.8]), (len(texts), 1))
         if on_result is not None:
             on_result(np.arange(len(texts)), vectors)

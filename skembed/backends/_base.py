@@ -25,20 +25,45 @@ ResultCallback = Callable[[np.ndarray, np.ndarray], None]
 
 @runtime_checkable
 class EmbeddingBackend(Protocol):
-    """What the embedding job needs from a backend.
+    """The contract between the embedding job and a backend.
+
+    skembed's own backends implement it: the OpenAI (and OpenAI-compatible, and
+    Azure) endpoint, the OpenAI Batch API and the bundled local model. The embedding
+    job, the cost estimates and the budgets read exactly these members, directly, so
+    a backend that lacks one fails loudly instead of passing for "free, of unknown
+    width". It is documented so that the plumbing can be read and tested against one
+    contract; it is not an extension point yet: no public estimator accepts a backend
+    object, and its members may change between releases.
 
     A backend receives texts that are already validated and de-duplicated, returns one
     unit-norm float32 row per text, and hands each batch to ``on_result`` as soon as
-    it arrives, so that the caller can store it before anything else can fail.
+    it arrives, so that the caller can store it before anything else can fail. It
+    resolves its model and the width of its vectors once, when it is built, and owns
+    them.
 
-    A backend that bills by the token also has ``usd_per_million_tokens`` (float, or
-    ``None`` when unknown) and ``count_billed_tokens(texts)`` (per-text tokens that
-    ``embed`` would send, after its long-input policy), and its ``embed`` accepts
-    ``meter=``, a :class:`RequestMeter` on which it reserves every request it makes.
-    Cost estimates, budgets and usage reports rely on these; a backend without them
-    (a local model) is free. A free backend may also set ``pays_per_text = False``:
-    processes then fetch their cache misses in parallel instead of taking turns under
-    the cache's lock (see ``skembed._embed``).
+    Attributes
+    ----------
+    cache_namespace : str
+        Identity of the vector space (endpoint without credentials, model, width,
+        model-file digest, long-input policy...): two backends with the same
+        namespace return the same vector for the same text, so the cache keys on it.
+        Fixed when the backend is built (a width learnt later does not change it).
+    model_name : str
+        The model, as reports and usage tables name it.
+    n_dimensions : int or None
+        Length of the vectors ``embed`` returns (and the cache stores). ``None`` while
+        unknown (a model the registry does not know, whose width the user did not
+        give): the backend then learns it from its first answer and keeps it, so it
+        is an int after any ``embed`` that returned vectors.
+    pays_per_text : bool
+        Whether embedding costs money per text (tokens billed by a service). If so,
+        the job counts the tokens with ``count_billed_tokens`` and checks every budget
+        before sending, passes ``embed`` a :class:`RequestMeter`, and processes
+        sharing a cache take turns under its lock so that each text is paid once. A
+        free backend (the local model) is never metered, and processes fetch their
+        cache misses in parallel (see ``skembed._embed``).
+    usd_per_million_tokens : float or None
+        Price of the tokens ``embed`` sends; ``None`` when unknown, ``0.0`` when free.
 
     Examples
     --------
@@ -46,18 +71,50 @@ class EmbeddingBackend(Protocol):
     >>> from skembed.backends import EmbeddingBackend
     >>> class Constant:
     ...     cache_namespace = "constant"
-    ...     def embed(self, texts, on_result=None):
-    ...         return np.full((len(texts), 4), 0.5, dtype=np.float32)
+    ...     model_name = "constant"
+    ...     n_dimensions = 4
+    ...     pays_per_text = False
+    ...     usd_per_million_tokens = 0.0
+    ...     def count_billed_tokens(self, texts):
+    ...         return np.zeros(len(texts), dtype=np.int64)
+    ...     def embed(self, texts, on_result=None, meter=None):
+    ...         vectors = np.full((len(texts), 4), 0.5, dtype=np.float32)
+    ...         if on_result is not None:
+    ...             on_result(np.arange(len(texts)), vectors)
+    ...         return vectors
     >>> isinstance(Constant(), EmbeddingBackend)
     True
     """
 
-    #: Identity of the vector space (endpoint without credentials, model, dimensions,
-    #: model-file digest...): two backends with the same namespace return the same
-    #: vector for the same text, so the cache keys on it.
     cache_namespace: str
+    model_name: str
+    n_dimensions: int | None
+    pays_per_text: bool
+    usd_per_million_tokens: float | None
 
-    def embed(self, texts: Sequence[str], on_result: ResultCallback | None = None) -> np.ndarray:
+    def count_billed_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Count the tokens that embedding each text would send (long-input policy applied).
+
+        Exactly what the service counts (and bills) when every request succeeds
+        first time; zeros for a free backend.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Validated, distinct texts.
+
+        Returns
+        -------
+        ndarray of shape (len(texts),), dtype int64
+            Tokens per text.
+        """
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        on_result: ResultCallback | None = None,
+        meter: RequestMeter | None = None,
+    ) -> np.ndarray:
         """Embed texts.
 
         Parameters
@@ -67,10 +124,14 @@ class EmbeddingBackend(Protocol):
         on_result : callable, default=None
             Called as ``on_result(positions, vectors)`` with each batch of vectors as
             it arrives, ``positions`` indexing ``texts``.
+        meter : RequestMeter, default=None
+            For a backend that pays per text: it reserves every request it makes
+            (retries included) on the meter, which stops the job before a request
+            would cross its limit. A free backend ignores it.
 
         Returns
         -------
-        ndarray of shape (len(texts), d), dtype float32
+        ndarray of shape (len(texts), n_dimensions), dtype float32
             One unit-norm row per text.
         """
 

@@ -25,7 +25,7 @@ from numbers import Integral
 import numpy as np
 
 from .._math import normalize_rows
-from ._base import InputTooLongError, ResultCallback
+from ._base import InputTooLongError, RequestMeter, ResultCallback
 
 __all__ = ["LocalBackend"]
 
@@ -190,26 +190,29 @@ def _check_integer(name, value, low, high=None, allow_none=False):
 class LocalBackend:
     """Embed texts with all-MiniLM-L6-v2 (int8 ONNX) on this machine.
 
+    Parameters are :class:`skembed.LocalEmbeddingTransformer`'s, which gives their
+    defaults (a backend has none of its own: the estimator passes every one).
+
     Parameters
     ----------
-    max_length : int, default=256
+    max_length : int
         Longest sequence given to the model, in word-piece tokens including the
         ``[CLS]`` and ``[SEP]`` tokens. The model was trained on 256; its position
         embeddings allow up to 512.
-    long_input : {"error", "truncate", "chunk"}, default="error"
+    long_input : {"error", "truncate", "chunk"}
         What to do with a text longer than ``max_length`` tokens: raise
         :class:`~skembed.backends.InputTooLongError` naming its position, embed its
         first ``max_length`` tokens, or embed consecutive windows of
         ``max_length - 2`` word pieces (each between ``[CLS]`` and ``[SEP]``) and
         return their mean weighted by word-piece count, re-normalised.
-    batch_size : int, default=64
+    batch_size : int
         Most sequences per model run. Sequences are grouped by length, so that a run
         carries little padding, and a run also holds at most 512 tokens (padding
         included), which is faster on a CPU and keeps memory bounded.
-    n_threads : int or None, default=None
+    n_threads : int or None
         onnxruntime's ``intra_op_num_threads``; ``None`` lets onnxruntime choose
         (one thread per physical core).
-    progress : bool, default=False
+    progress : bool
         Show a tqdm progress bar.
 
     Attributes
@@ -218,17 +221,23 @@ class LocalBackend:
         Identity of the vector space: model name, the first 16 hex digits of the
         model file's sha256, ``max_length`` and, for ``"chunk"``, the policy.
         Reading it verifies the model file.
+    model_name : str
+        ``"LocalBackend"``, the name reports and usage tables give the local model.
     n_dimensions : int
         Length of the vectors, 384.
     pays_per_text : bool
         ``False``: embedding costs CPU time only, so processes sharing a cache fetch
-        their misses in parallel rather than taking turns.
+        their misses in parallel rather than taking turns, and no budget applies.
+    usd_per_million_tokens : float
+        ``0.0``.
 
     Examples
     --------
     >>> import numpy as np
     >>> from skembed.backends._local import LocalBackend
-    >>> backend = LocalBackend()
+    >>> backend = LocalBackend(
+    ...     max_length=256, long_input="truncate", batch_size=64, n_threads=None, progress=False
+    ... )
     >>> vectors = backend.embed(["A cat sits on the mat.", "Stocks fell sharply."])
     >>> vectors.shape, vectors.dtype
     ((2, 384), dtype('float32'))
@@ -236,11 +245,14 @@ class LocalBackend:
     [1.0, 1.0]
     """
 
+    # What reports and usage tables have always called the local model (the model
+    # itself is MODEL_NAME, in the cache namespace).
+    model_name = "LocalBackend"
     n_dimensions = N_DIMENSIONS
+    pays_per_text = False
+    usd_per_million_tokens = 0.0
 
-    def __init__(
-        self, *, max_length=256, long_input="error", batch_size=64, n_threads=None, progress=False
-    ):
+    def __init__(self, *, max_length, long_input, batch_size, n_threads, progress):
         _check_integer("max_length", max_length, 3, MAX_POSITIONS)
         if long_input not in LONG_INPUT_POLICIES:
             raise ValueError(
@@ -261,8 +273,6 @@ class LocalBackend:
             f"progress={self.progress})"
         )
 
-    pays_per_text = False
-
     @property
     def cache_namespace(self):
         _, digest = _verified_model()
@@ -273,7 +283,27 @@ class LocalBackend:
             namespace += ":long_input=chunk"
         return namespace
 
-    def embed(self, texts: Sequence[str], on_result: ResultCallback | None = None):
+    def count_billed_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """No token is billed: zeros (see :class:`~skembed.backends.EmbeddingBackend`).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Validated texts.
+
+        Returns
+        -------
+        ndarray of shape (len(texts),), dtype int64
+            Zeros.
+        """
+        return np.zeros(len(texts), dtype=np.int64)
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        on_result: ResultCallback | None = None,
+        meter: RequestMeter | None = None,
+    ):
         """Embed ``texts``, calling ``on_result(positions, vectors)`` after each batch.
 
         Parameters
@@ -283,6 +313,8 @@ class LocalBackend:
         on_result : callable, optional
             Receives the positions (into ``texts``) of the texts completed by a batch
             and their vectors; every position is reported exactly once.
+        meter : RequestMeter, optional
+            Ignored: the local model makes no request.
 
         Returns
         -------

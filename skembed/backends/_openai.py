@@ -88,31 +88,75 @@ class _RequestFailed(Exception):
 class OpenAIBackend:
     """Embeds texts through an OpenAI-compatible ``/embeddings`` endpoint.
 
-    Parameters mirror :class:`skembed.OpenAIEmbeddingTransformer`, which documents them.
-    The API key is read from the environment when the first request is made and lives
-    only inside the SDK client, which this object never pickles.
+    Parameters are :class:`skembed.OpenAIEmbeddingTransformer`'s, which documents them
+    and gives their defaults (a backend has none of its own: the estimator passes every
+    one), with ``progress`` for its ``verbose``. The API key is read from the
+    environment when the first request is made and lives only inside the SDK client,
+    which this object never pickles.
+
+    The model and the width are resolved here, once, and owned here: every error about
+    them (``dimensions`` refused by the model, larger than its native size,
+    ``dimensions_from_full`` for a model whose short vectors are not truncations) is
+    raised when the backend is built, that is by the estimator's ``fit``,
+    ``transform`` and ``estimate_cost``.
+
+    Attributes
+    ----------
+    info : ModelInfo
+        The model's facts (:func:`skembed._models.resolve_model`); ``info.native_dim``
+        is the model's own width, a fact of the model.
+    model_name : str
+        The model's name, as sent to the API.
+    n_dimensions : int or None
+        Width of the vectors :meth:`embed` returns and the cache stores: the requested
+        width, or the model's native one when it is not sent (or shortened locally).
+        ``None`` until the first answer for a model of unknown width.
+    shorten_to : int or None
+        With ``dimensions_from_full``: the width the estimator cuts the returned full
+        vectors to (and re-normalises); ``None`` when the vectors are used as returned.
     """
+
+    pays_per_text = True
 
     def __init__(
         self,
         *,
-        model="text-embedding-3-small",
-        dimensions=None,
-        base_url=None,
-        api_key_env=None,
-        organization=None,
-        api_version=None,
-        batch_size=512,
-        max_concurrency=8,
-        max_retries=8,
-        timeout=60.0,
-        long_input="error",
-        encoding_format="base64",
-        progress=False,
-        usd_per_million_tokens=None,
-        rate_limiter=None,
+        model,
+        dimensions,
+        dimensions_from_full,
+        base_url,
+        api_key_env,
+        organization,
+        api_version,
+        batch_size,
+        max_concurrency,
+        max_retries,
+        timeout,
+        long_input,
+        encoding_format,
+        usd_per_million_tokens,
+        rate_limiter,
+        progress,
     ):
         self.info = resolve_model(model, dimensions=dimensions)
+        self.model_name = self.info.name
+        self.shorten_to = None
+        if dimensions_from_full and dimensions is not None:
+            if not self.info.dimensions_is_truncation:
+                raise ValueError(
+                    f"dimensions_from_full=True needs a model whose shortened vectors are "
+                    f"truncations of the full one (text-embedding-3-*); {model!r} is not "
+                    "known to be one."
+                )
+            self.shorten_to = dimensions
+        # The API's ``dimensions`` parameter, or None when it is not sent: the native
+        # width, full vectors to shorten locally, or a model that does not take it (an
+        # unknown model's ``dimensions`` only states the width its server returns).
+        self._sent_dimensions = (
+            dimensions if self.shorten_to is None and self.info.supports_dimensions else None
+        )
+        self.n_dimensions = self._sent_dimensions or self.info.native_dim
+        self._width_lock = threading.Lock()
         #: Price of the tokens this backend sends (the registry's list price unless
         #: overridden; ``None`` when unknown). Read by cost estimates and budgets.
         self.usd_per_million_tokens = (
@@ -120,8 +164,6 @@ class OpenAIBackend:
             if usd_per_million_tokens is None
             else float(usd_per_million_tokens)
         )
-        self.dimensions = dimensions
-        self.n_dimensions = dimensions or self.info.native_dim
         self.base_url = base_url
         self.api_version = api_version
         self.api_key_env = api_key_env or (
@@ -145,6 +187,8 @@ class OpenAIBackend:
                 ["openai", endpoint_identity(base_url, api_version), organization or "", model]
             )
             self._shared_limiter = rate_limiter_from_url(rate_limiter, account)
+        # Fixed here: a width learnt later (from the first answer) does not move the
+        # vectors of a model of unknown width to another namespace.
         parts = ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
         # A text within the limit gets the same vector under every policy, and "error"
         # embeds only such texts, so it shares "truncate"'s space; "chunk" differs on
@@ -200,13 +244,18 @@ class OpenAIBackend:
 
     # -- one HTTP request, with retries -----------------------------------------------
 
+    def _request_body(self, texts):
+        """The body of an embeddings request for ``texts`` (online or a Batch API line)."""
+        body = {"model": self.model_name, "input": texts, "encoding_format": self.encoding_format}
+        if self._sent_dimensions is not None:
+            body["dimensions"] = self._sent_dimensions
+        return body
+
     def _post(self, texts, n_tokens, limiter, stop, meter):
         """Send one request until it succeeds, fails for good, or the job stops."""
         import openai
 
-        params = {"model": self.info.name, "input": texts, "encoding_format": self.encoding_format}
-        if self.dimensions is not None and self.info.supports_dimensions:
-            params["dimensions"] = self.dimensions
+        params = self._request_body(texts)
         client = self.client()
         attempt = 0
         while True:
@@ -275,17 +324,28 @@ class OpenAIBackend:
                 None,
                 f"malformed response: expected {n_inputs} embeddings indexed 0..{n_inputs - 1}",
             )
-        if self.n_dimensions is not None and vectors.shape[1] != self.n_dimensions:
-            raise _RequestFailed(
-                None,
-                f"the server returned {vectors.shape[1]}-d vectors, but {self.n_dimensions} "
-                f"were expected for model {self.info.name!r}",
-            )
+        self._check_width(vectors.shape[1])
         if not np.isfinite(vectors).all():
             raise _RequestFailed(None, "the server returned non-finite values")
         result = np.empty_like(vectors)
         result[order] = vectors
         return result
+
+    def _check_width(self, width):
+        """Refuse vectors of another width than this backend's; learn it if unknown."""
+        with self._width_lock:
+            if self.n_dimensions is None:
+                # A model of unknown width: its first answer says it, and it is kept, so
+                # that later calls read the cache at this width without a probe.
+                # TODO(#15): persist it with the cache (under ``cache_namespace``) so that
+                # clones, folds and other processes skip the probe too.
+                self.n_dimensions = width
+            elif width != self.n_dimensions:
+                raise _RequestFailed(
+                    None,
+                    f"the server returned {width}-d vectors, but {self.n_dimensions} "
+                    f"were expected for model {self.model_name!r}",
+                )
 
     # -- a planned request, split when the service says so -----------------------------
 
@@ -343,7 +403,7 @@ class OpenAIBackend:
                 message, status_code=failure.status, api_message=failure.message
             )
         if failure.status == 404:
-            message = f"Model {self.info.name!r} not found ({status}): {failure.message}"
+            message = f"Model {self.model_name!r} not found ({status}): {failure.message}"
             return EmbeddingAPIError(message, status_code=404, api_message=failure.message)
         message = f"The embeddings API failed ({status}): {failure.message}"
         return EmbeddingAPIError(

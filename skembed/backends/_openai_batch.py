@@ -71,8 +71,9 @@ class OpenAIBatchBackend(OpenAIBackend):
 
     Parameters
     ----------
-    poll_interval : float, default=30.0
-        Seconds between two looks at the batches in flight.
+    poll_interval : float
+        Seconds between two looks at the batches in flight (the estimator's
+        ``batch_poll_interval``).
     max_resubmits : int, default=2
         Times a failed or expired line is sent again, in a new batch.
     state_dir : str, default=None
@@ -81,12 +82,15 @@ class OpenAIBatchBackend(OpenAIBackend):
         Per-batch limits (the API's by default; lower them to test the splitting).
     **online
         :class:`OpenAIBackend`'s parameters.
+
+    Only ``max_resubmits``, ``state_dir`` and the per-batch limits have defaults: no
+    estimator parameter sets them, so this is the one place they are written.
     """
 
     def __init__(
         self,
         *,
-        poll_interval=30.0,
+        poll_interval,
         max_resubmits=2,
         state_dir=None,
         max_requests_per_batch=MAX_REQUESTS_PER_BATCH,
@@ -262,15 +266,7 @@ class _BatchJob:
         return lines
 
     def _body(self, line):
-        backend = self.backend
-        body = {
-            "model": backend.info.name,
-            "input": [self.text[d] for d in line],
-            "encoding_format": backend.encoding_format,
-        }
-        if backend.dimensions is not None and backend.info.supports_dimensions:
-            body["dimensions"] = backend.dimensions
-        return body
+        return self.backend._request_body([self.text[d] for d in line])
 
     def _submit(self, digests):
         """Upload and create the batches for ``digests``; return their ledger entries."""
