@@ -6,8 +6,9 @@ Both embed the same BBC News sentences (split from the articles of
 - reference: the obvious loop, batches of 64 in input order, the tokenizer truncating
   to 256 tokens and padding each batch to its longest text, one ``session.run`` per
   batch, mean pooling, L2 normalisation;
-- backend: ``skembed.backends._local.LocalBackend()`` with its defaults (sequences
-  sorted by length, batches of at most 64 sequences and 512 tokens).
+- backend: ``skembed.backends._local.LocalBackend`` as ``LocalEmbeddingTransformer()``
+  builds it, with its defaults (sequences sorted by length, batches of at most 64
+  sequences and 512 tokens).
 
 Every trial runs in a fresh process (spawned), the two methods alternating, so that
 neither inherits the other's warm caches or memory peak. In each trial the model is
@@ -93,9 +94,10 @@ def make_reference():
 
 
 def make_backend():
-    from skembed.backends._local import LocalBackend
+    from skembed import LocalEmbeddingTransformer
 
-    return LocalBackend(max_length=MAX_LENGTH, batch_size=BATCH_SIZE).embed
+    estimator = LocalEmbeddingTransformer(max_length=MAX_LENGTH, batch_size=BATCH_SIZE)
+    return estimator._make_backend().embed
 
 
 def trial(method, texts):
@@ -120,15 +122,16 @@ def accuracy():
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
 
-    from skembed.backends._local import LocalBackend
+    from skembed import LocalEmbeddingTransformer
     from skembed.datasets import load_bbc_news
 
     news = load_bbc_news()
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     start = time.perf_counter()
-    vectors = LocalBackend(max_length=MAX_LENGTH, long_input="truncate").embed(
-        news["text"].tolist()
-    )
+    backend = LocalEmbeddingTransformer(
+        max_length=MAX_LENGTH, long_input="truncate"
+    )._make_backend()
+    vectors = backend.embed(news["text"].tolist())
     seconds = time.perf_counter() - start
     local = cross_val_score(LogisticRegression(max_iter=1000), vectors, news["topic"], cv=folds)
     tfidf = cross_val_score(

@@ -201,7 +201,7 @@ class LocalBackend:
         embeddings allow up to 512.
     long_input : {"error", "truncate", "chunk"}
         What to do with a text longer than ``max_length`` tokens: raise
-        :class:`~skembed.backends.InputTooLongError` naming its position, embed its
+        :class:`~skembed.InputTooLongError` naming its position, embed its
         first ``max_length`` tokens, or embed consecutive windows of
         ``max_length - 2`` word pieces (each between ``[CLS]`` and ``[SEP]``) and
         return their mean weighted by word-piece count, re-normalised.
