@@ -1,0 +1,114 @@
+"""Every backend keeps the contract the embedding job reads (``EmbeddingBackend``).
+
+The job, the cost estimates and the budgets read the protocol's members directly, so a
+missing or misspelt member must fail loudly, never pass for "free, of unknown width".
+"""
+
+import inspect
+import typing
+
+import numpy as np
+import pytest
+
+from skembed import LocalEmbeddingTransformer, OpenAIEmbeddingTransformer
+from skembed._embed import embed_texts
+from skembed.backends import EmbeddingBackend
+from skembed.backends._local import LocalBackend
+from skembed.backends._openai import OpenAIBackend
+from skembed.backends._openai_batch import OpenAIBatchBackend
+
+ESTIMATORS = {
+    "local": LocalEmbeddingTransformer(cache=None),
+    "openai": OpenAIEmbeddingTransformer(cache=None),
+    "openai-unknown-width": OpenAIEmbeddingTransformer(model="house-model", cache=None),
+    "openai-batch": OpenAIEmbeddingTransformer(batch_api=True, cache=None),
+}
+MEMBERS = {
+    "cache_namespace": (str,),
+    "model_name": (str,),
+    "n_dimensions": (int, type(None)),
+    "pays_per_text": (bool,),
+    "usd_per_million_tokens": (float, type(None)),
+}
+METHODS = {"count_billed_tokens": ["texts"], "embed": ["texts", "on_result", "meter"]}
+
+
+def test_the_protocol_lists_the_members_checked_here():
+    declared = set(typing.get_type_hints(EmbeddingBackend)) | {
+        name for name in vars(EmbeddingBackend) if not name.startswith("_")
+    }
+    assert declared == set(MEMBERS) | set(METHODS)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS.values(), ids=ESTIMATORS.keys())
+def test_each_backend_has_every_member_of_the_right_kind(estimator):
+    backend = estimator._make_backend()
+    assert isinstance(backend, EmbeddingBackend)
+    for name, kinds in MEMBERS.items():
+        assert isinstance(getattr(backend, name), kinds), name
+    for name, parameters in METHODS.items():
+        signature = inspect.signature(getattr(backend, name))
+        assert list(signature.parameters) == parameters, name
+    counts = backend.count_billed_tokens(["tiktoken is great!", "a"])
+    assert counts.dtype == np.int64 and counts.shape == (2,)
+    if not backend.pays_per_text:
+        assert counts.tolist() == [0, 0]
+        assert backend.usd_per_million_tokens == 0.0
+
+
+@pytest.mark.parametrize(
+    ("backend_class", "estimator"),
+    [(LocalBackend, LocalEmbeddingTransformer), (OpenAIBackend, OpenAIEmbeddingTransformer)],
+)
+def test_backends_take_the_estimators_parameters_with_no_defaults(backend_class, estimator):
+    parameters = inspect.signature(backend_class).parameters.values()
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in parameters)
+    assert {p.name for p in parameters} == {*estimator._backend_params, "progress"}
+    assert set(estimator._backend_params) <= set(estimator().get_params())
+
+
+def test_the_batch_backend_adds_only_its_own_settings():
+    parameters = inspect.signature(OpenAIBatchBackend).parameters
+    assert parameters["poll_interval"].default is inspect.Parameter.empty
+    # The other settings of the Batch API have no estimator parameter: their defaults
+    # are written here only.
+    own = {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert own == {
+        "poll_interval",
+        "max_resubmits",
+        "state_dir",
+        "max_requests_per_batch",
+        "max_inputs_per_batch",
+        "max_file_bytes",
+    }
+
+
+def test_a_backend_missing_a_member_fails_loudly():
+    class Misspelt:
+        cache_namespace = "misspelt"
+        model_name = "misspelt"
+        n_dimensions = 2
+        pays_per_txt = False  # the typo: not "free" by default
+        usd_per_million_tokens = 0.0
+
+        def count_billed_tokens(self, texts):
+            return np.zeros(len(texts), dtype=np.int64)
+
+        def embed(self, texts, on_result=None, meter=None):
+            return np.tile(np.float32([0.6, 0.8]), (len(texts), 1))
+
+    assert not isinstance(Misspelt(), EmbeddingBackend)
+    with pytest.raises(AttributeError, match="pays_per_text"):
+        embed_texts(["a"], Misspelt())
+
+
+def test_a_backend_of_unknown_width_learns_it_from_its_first_answer(fake_server):
+    fake_server.configure(extra_models={"house-model": 24})
+    embedder = OpenAIEmbeddingTransformer(
+        base_url=fake_server.base_url, model="house-model", cache=None
+    )
+    backend = embedder._backend()
+    assert backend.n_dimensions is None
+    assert embedder.transform(["one", "two"]).shape == (2, 24)
+    assert backend.n_dimensions == 24
+    assert backend.cache_namespace.endswith("|house-model|None")  # fixed when built
