@@ -27,6 +27,8 @@ class ModelInfo:
     native_dim : int or None
         Length of the vectors the model returns without ``dimensions``; ``None`` when
         unknown (a model of an OpenAI-compatible server that the user did not describe).
+        A fact of the model: the width a backend returns is its ``n_dimensions``
+        (``dimensions`` when it is sent), resolved once by the backend from this.
     supports_dimensions : bool
         Whether the API accepts the ``dimensions`` parameter for this model.
     dimensions_is_truncation : bool

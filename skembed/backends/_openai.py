@@ -324,9 +324,9 @@ class OpenAIBackend:
                 None,
                 f"malformed response: expected {n_inputs} embeddings indexed 0..{n_inputs - 1}",
             )
-        self._check_width(vectors.shape[1])
         if not np.isfinite(vectors).all():
             raise _RequestFailed(None, "the server returned non-finite values")
+        self._check_width(vectors.shape[1])
         result = np.empty_like(vectors)
         result[order] = vectors
         return result
