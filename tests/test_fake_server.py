@@ -478,7 +478,7 @@ def test_row_magnitudes_zero_and_nonfinite_rows_are_predicted(fake_server, encod
     fates = [row_fate(text, 1536, **HOSTILE_ROWS) for text in MANY]
     kinds = [fate.kind for fate in fates]
     assert {"zero", "nonfinite", "scaled"} == set(kinds)
-    for row, fate, text in zip(rows, fates, MANY):
+    for row, fate, text in zip(rows, fates, MANY, strict=True):
         if fate.kind == "zero":
             assert not row.any()
         elif fate.kind == "nonfinite":
@@ -591,7 +591,7 @@ def test_index_faults_on_the_wire(fake_server, index_fault, n_rows):
     indices = [index for _, index in expected]
     if index_fault == "fractional":
         assert indices[-1] == (2.5 if n_rows == 4 else 0.5)
-        assert isinstance([i["index"] for i in body["data"] if i["index"] % 1][0], float)
+        assert isinstance(next(i["index"] for i in body["data"] if i["index"] % 1), float)
     elif index_fault == "duplicate":
         assert len(indices) == max(n_rows, 2) and len(set(indices)) == len(indices) - 1
     else:
