@@ -1,9 +1,12 @@
 """The fake OpenAI server behaves like the real API, as seen by the official SDK."""
 
 import base64
+import contextlib
 import http.client
 import json
+import os
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -759,3 +762,204 @@ def test_padded_answers(fake_server, kind):
         # The SDK lets the raw JSONDecodeError through.
         with pytest.raises(json.JSONDecodeError):
             embed(fake_server, input=TEXTS)
+
+
+def read_response(sock, buffer=b""):
+    """One HTTP response from ``sock``: ``(status, body, bytes read beyond it)``."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(lines[0].split()[1]), rest[:length], rest[length:]
+
+
+def raw_request(server, text):
+    body = json.dumps({"model": MODEL, "input": [text], "encoding_format": "float"})
+    head = (
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {server.api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+def vector_of(body):
+    return np.array(json.loads(body)["data"][0]["embedding"], dtype=np.float32)
+
+
+def test_slow_answer_arrives_late_on_the_same_keep_alive_connection(fake_server):
+    fake_server.configure(faults=[{"kind": "slow", "seconds": 0.6}])
+    with socket.create_connection(("127.0.0.1", port_of(fake_server))) as sock:
+        start = time.perf_counter()
+        sock.sendall(raw_request(fake_server, "late text"))
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # the client gives up, but keeps the socket
+            sock.recv(1)
+        # Whoever sends next on that socket (a forked sibling) reads the late answer first.
+        sock.sendall(raw_request(fake_server, "next text"))
+        sock.settimeout(10)
+        status, body, rest = read_response(sock)
+        assert status == 200 and time.perf_counter() - start >= 0.6
+        np.testing.assert_array_equal(vector_of(body), expected_vector(MODEL, "late text"))
+        status, body, _ = read_response(sock, rest)
+        np.testing.assert_array_equal(vector_of(body), expected_vector(MODEL, "next text"))
+    stats = fake_server.stats()
+    assert stats["requests_by_status"] == {"slow": 1, "200": 1}
+    assert stats["text_counts"] == {"late text": 1, "next text": 1}
+
+
+def test_timeout_fault_closes_the_connection_without_an_answer(fake_server):
+    fake_server.configure(faults=[{"kind": "timeout", "seconds": 0.3}])
+    with socket.create_connection(("127.0.0.1", port_of(fake_server))) as sock:
+        start = time.perf_counter()
+        sock.sendall(raw_request(fake_server, "never answered"))
+        sock.settimeout(10)
+        # FIN (or RST, the server having left the next bytes unread): not one byte back.
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(65536) == b""
+        assert time.perf_counter() - start >= 0.3
+    assert fake_server.stats()["requests_by_status"] == {"timeout": 1}
+
+
+def test_a_late_answer_reaches_a_forked_sibling_through_the_sdk(fake_server):
+    # What issue 15's fork tests build on: the pooled connection survives os.fork.
+    client = make_client(fake_server, timeout=10)
+    client.embeddings.create(model=MODEL, input="warm")  # one idle keep-alive connection
+    fake_server.configure(faults=[{"kind": "slow", "seconds": 2.0}])
+    pid = os.fork()
+    if pid == 0:  # the child: times out, leaves its answer to come on the shared socket
+        code = 1
+        try:
+            client.embeddings.create(model=MODEL, input="child text", timeout=0.3)
+        except openai.APITimeoutError:
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    response = client.embeddings.create(model=MODEL, input="parent text")
+    np.testing.assert_array_equal(as_matrix(response)[0], expected_vector(MODEL, "child text"))
+    assert fake_server.stats()["text_counts"] == {"warm": 1, "child text": 1, "parent text": 1}
+
+
+def test_auth_schemes_are_recorded_and_keys_compared_exactly(fake_server):
+    embed(fake_server, input="x")
+    with pytest.raises(openai.AuthenticationError) as info:  # sent as is by the SDK
+        make_client(fake_server, api_key=" " + fake_server.api_key).embeddings.create(
+            model=MODEL, input="x"
+        )
+    assert info.value.code == "invalid_api_key"
+    status, _, _ = post(fake_server, {"model": MODEL, "input": "x"}, key=None)
+    assert status == 401
+    trailing = auth_headers(fake_server, f"Bearer {fake_server.api_key} ")
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(fake_server), timeout=10)
+    connection.request(
+        "POST", "/v1/embeddings", json.dumps({"model": MODEL, "input": "x"}), trailing
+    )
+    assert connection.getresponse().status == 401
+    # userinfo in base_url: the SDK sends Basic credentials instead of its key.
+    with_userinfo = fake_server.base_url.replace("http://", "http://user:secret@")
+    client = openai.OpenAI(base_url=with_userinfo, api_key=fake_server.api_key, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.embeddings.create(model=MODEL, input="x")
+    # A blank username with the key as password is accepted, as the API's 401 text says.
+    key_as_password = fake_server.base_url.replace("http://", f"http://:{fake_server.api_key}@")
+    client = openai.OpenAI(base_url=key_as_password, api_key="sk-another-key", max_retries=0)
+    assert client.embeddings.create(model=MODEL, input="x").data
+    stats = fake_server.stats()
+    assert stats["auth_schemes"] == {"bearer": 3, "missing": 1, "basic": 2}
+    assert stats["auth_malformed"] == 2  # the leading and the trailing space
+    assert stats["requests_by_status"] == {"200": 2, "401": 4}
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\u2013"])
+def test_keys_the_sdk_cannot_send_never_arrive(fake_server, suffix):
+    client = make_client(fake_server, api_key=fake_server.api_key + suffix)
+    # Illegal in a header: h11 refuses it, the SDK calls that a connection error (and would
+    # retry it); a non-ASCII key fails to encode before anything is sent.
+    expected = UnicodeEncodeError if suffix == "\u2013" else openai.APIConnectionError
+    with pytest.raises(expected):
+        client.embeddings.create(model=MODEL, input="x")
+    assert fake_server.stats()["requests"] == 0
+
+
+def test_azure_api_key_header_is_recorded(fake_server):
+    client = openai.AzureOpenAI(
+        azure_endpoint=fake_server.url,
+        api_version="2024-02-01",
+        api_key=fake_server.api_key,
+        max_retries=0,
+    )
+    client.embeddings.create(model=MODEL, input="x")
+    assert fake_server.stats()["auth_schemes"] == {"api-key": 1}
+
+
+def malformed_ids(lines):
+    """custom_ids of the lines that are not valid JSON (read from their first half)."""
+    bad = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(re.search(rb'"custom_id": "([^"]+)"', line)[1].decode())
+    return bad
+
+
+def test_batch_output_with_malformed_lines(fake_server):
+    inputs = [[f"batch text {i}"] for i in range(10)]
+    fake_server.configure_batches(malformed_output_lines=1)
+    lines = run_batch(fake_server, inputs)
+    first = malformed_ids(lines)
+    assert len(lines) == 10 and len(first) == 1
+    stats = fake_server.stats()
+    assert stats["batch_malformed_lines"] == 1 and stats["batch_lines"] == 10  # all charged
+    # Deterministic: the same seed picks the same line again after a reset.
+    fake_server.reset()
+    fake_server.configure_batches(malformed_output_lines=1)
+    assert malformed_ids(run_batch(fake_server, inputs)) == first
+    fake_server.configure_batches(malformed_output_lines=0, malformed_output_fraction=0.5)
+    assert len(malformed_ids(run_batch(fake_server, inputs))) == 5
+    # A plan applies to one batch only.
+    fake_server.configure_batches(
+        malformed_output_fraction=0.0, plans=[{"malformed_output_lines": 2}]
+    )
+    assert len(malformed_ids(run_batch(fake_server, inputs))) == 2
+    assert malformed_ids(run_batch(fake_server, inputs)) == []
+    with pytest.raises(ValueError, match="malformed_output_fraction"):
+        fake_server.configure_batches(malformed_output_fraction=2)
+    with pytest.raises(ValueError, match=r"plans\[0\].malformed_output_lines"):
+        fake_server.configure_batches(plans=[{"malformed_output_lines": -1}])
+
+
+def test_reset_turns_every_hostile_knob_off(fake_server):
+    plain = post(fake_server, {"model": MODEL, "input": TEXTS}, raw=True)[2]
+    fake_server.configure(
+        **HOSTILE_ROWS,
+        index_fault="missing",
+        width_sequence=[2],
+        trickle_seconds_per_chunk=0.001,
+        trickle_chunk_bytes=4096,
+        extra_headers={"x-extra": "1"},
+        pad_response_bytes=10,
+    )
+    assert post(fake_server, {"model": MODEL, "input": TEXTS}, raw=True)[2] != plain
+    fake_server.reset()
+    _, headers, body = post(fake_server, {"model": MODEL, "input": TEXTS}, raw=True)
+    assert "x-extra" not in headers
+    assert body == plain  # byte for byte: the shuffle restarts too
+
+
+def test_expected_vector_tells_whose_vector_a_row_is(fake_server):
+    # A fork test's check: every row returned (or cached) is its own text's, and a row
+    # that went to the wrong text is recognised as another text's.
+    texts = [f"fork text {i}" for i in range(50)]
+    rows = as_matrix(embed(fake_server, input=texts))
+    table = {expected_vector(MODEL, t).tobytes(): t for t in texts}
+    assert len(table) == len(texts)  # distinct texts, distinct vectors
+    assert [table[row.tobytes()] for row in rows] == texts
+    swapped = rows[[1, 0, *range(2, 50)]]
+    assert [table[row.tobytes()] for row in swapped][:2] == [texts[1], texts[0]]
