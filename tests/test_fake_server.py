@@ -819,7 +819,7 @@ def test_timeout_fault_closes_the_connection_without_an_answer(fake_server):
         start = time.perf_counter()
         sock.sendall(raw_request(fake_server, "never answered"))
         sock.settimeout(10)
-        # FIN (or RST, the server having left the next bytes unread): not one byte back.
+        # The connection closes (FIN, or a reset): not one byte of answer comes back.
         with contextlib.suppress(ConnectionResetError):
             assert sock.recv(65536) == b""
         assert time.perf_counter() - start >= 0.3
