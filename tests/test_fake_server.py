@@ -963,3 +963,32 @@ def test_expected_vector_tells_whose_vector_a_row_is(fake_server):
     assert [table[row.tobytes()] for row in rows] == texts
     swapped = rows[[1, 0, *range(2, 50)]]
     assert [table[row.tobytes()] for row in swapped][:2] == [texts[1], texts[0]]
+
+
+def test_hostile_knobs_given_at_start_are_what_reset_returns_to():
+    knobs = {"vector_log10_scale": [5, 6], "p_zero_row": 0.5, "fault_seed": 1}
+    startup = {
+        **knobs,
+        "extra_models": {"w": 8},
+        "width_sequence": [8, 2],
+        "index_fault": "missing",
+    }
+    with FakeOpenAIServer(**startup) as server:
+        client = make_client(server)
+
+        def rows():
+            response = client.embeddings.create(model="w", input=TEXTS, encoding_format="float")
+            return wire_rows(response, "float")
+
+        first = rows()
+        assert first.shape == (2, 8)  # the last row left out
+        assert rows().shape == (2, 2)
+        server.configure(width_sequence=None, index_fault=None, vector_log10_scale=None)
+        assert rows().shape == (3, 8)
+        server.reset()
+        np.testing.assert_array_equal(rows(), first)
+        expected = [
+            expected_wire_row("w", t, native_dim=8, encoding_format="float", **knobs)
+            for t in TEXTS[:2]
+        ]
+        np.testing.assert_array_equal(first, expected)
