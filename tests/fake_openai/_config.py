@@ -122,7 +122,7 @@ def _check_extra_models(models):
             raise ValueError(f"extra_models[{name!r}] needs positive integer sizes, got {spec!r}.")
 
 
-def _is_positive_int(value, minimum=1):
+def _is_int_at_least(value, minimum):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
@@ -144,7 +144,11 @@ def _check_scale(scale):
 def _check_width_sequence(widths):
     if widths is None:
         return
-    if not isinstance(widths, list) or not widths or not all(map(_is_positive_int, widths)):
+    if (
+        not isinstance(widths, list)
+        or not widths
+        or not all(_is_int_at_least(w, 1) for w in widths)
+    ):
         raise ValueError(
             f"'width_sequence' must be null or a non-empty list of positive integers, got "
             f"{widths!r}."
@@ -155,7 +159,11 @@ def _check_extra_headers(headers):
     if not isinstance(headers, dict):
         raise ValueError(f"'extra_headers' must be an object of strings, got {headers!r}.")
     for name, value in headers.items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _FRAMING_HEADERS:
+        if (
+            not isinstance(name, str)
+            or not _HEADER_NAME.fullmatch(name)
+            or name.lower() in _FRAMING_HEADERS
+        ):
             raise ValueError(
                 f"extra_headers[{name!r}] is not a header name this server may set (a token, "
                 f"not one of {_FRAMING_HEADERS})."
@@ -178,13 +186,13 @@ def _check_hostile(merged):
         )
     _check_width_sequence(merged["width_sequence"])
     _check_number("trickle_seconds_per_chunk", merged["trickle_seconds_per_chunk"])
-    if not _is_positive_int(merged["trickle_chunk_bytes"]):
+    if not _is_int_at_least(merged["trickle_chunk_bytes"], 1):
         raise ValueError(
             f"'trickle_chunk_bytes' must be a positive integer, got "
             f"{merged['trickle_chunk_bytes']!r}."
         )
     _check_extra_headers(merged["extra_headers"])
-    if not _is_positive_int(merged["pad_response_bytes"], minimum=0):
+    if not _is_int_at_least(merged["pad_response_bytes"], 0):
         raise ValueError(
             f"'pad_response_bytes' must be an integer >= 0, got {merged['pad_response_bytes']!r}."
         )
