@@ -3,7 +3,9 @@
 :class:`FakeOpenAIServer` runs ``python -m tests.fake_openai`` in a subprocess (so that
 the server's threads never compete with the client under test for the GIL) and talks
 to its control endpoints with urllib. :func:`expected_vector` predicts every vector
-the server returns. See docs/testing_offline.rst.
+the server returns; under the hostile knobs, :func:`row_fate`, :func:`expected_wire_row`
+and :func:`wire_items` predict what happens to each row and index. See
+docs/testing_offline.rst.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ import urllib.request
 from pathlib import Path
 
 from ._config import DEFAULT_API_KEY, DEFAULT_CONFIG, merge_config
+from ._hostile import RowFate, expected_wire_row, row_fate, wire_items
 from ._vectors import expected_vector
 
-__all__ = ["DEFAULT_API_KEY", "FakeOpenAIServer", "expected_vector"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "FakeOpenAIServer",
+    "RowFate",
+    "expected_vector",
+    "expected_wire_row",
+    "row_fate",
+    "wire_items",
+]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 # Never send control calls through an HTTP proxy from the environment.
@@ -175,8 +186,9 @@ class FakeOpenAIServer:
 
         Keys: ``completion_seconds``, ``plans`` (outcomes of the next batches),
         ``fail_texts``, ``fail_seed``, ``max_requests_per_batch``,
-        ``max_inputs_per_batch``, ``max_file_bytes``; :meth:`reset` restores the
-        defaults and forgets every file and batch.
+        ``max_inputs_per_batch``, ``max_file_bytes``, ``malformed_output_lines``,
+        ``malformed_output_fraction``; :meth:`reset` restores the defaults and forgets
+        every file and batch.
         """
         self._call("POST", "/control/batches", config)
 

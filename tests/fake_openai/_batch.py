@@ -28,105 +28,30 @@ import json
 import random
 import threading
 import time
-import uuid
-from collections import Counter
 
 from skembed._tokens import get_encoding
 
 from . import _errors, _request
+from ._auth import check_key, read_credentials
+from ._batch_config import BATCH_DEFAULTS, BatchStats, check_config, merge_stats, n_malformed
+from ._batch_lines import (
+    ENDPOINT,
+    error_list,
+    expired_line,
+    malformed,
+    new_id,
+    output_line,
+    parse_input,
+)
 from ._config import model_table
-from ._state import Reply, _presented_key, _render
+from ._hostile import shape_rows
+from ._render import render
+from ._state import Reply
 from ._vectors import embed_rows, input_bytes
 
 __all__ = ["BatchStore", "merge_stats"]
 
-_ENDPOINT = "/v1/embeddings"
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
-_OUTCOMES = ("completed", "expired", "failed")
-_PLAN_FIELDS = {"outcome", "fail_fraction", "complete_fraction", "seconds"}
-
-BATCH_DEFAULTS = {
-    "completion_seconds": 0.2,
-    # Applied in turn to the next batches created: {"outcome": "completed" | "expired" |
-    # "failed", "fail_fraction": share of lines answered 500, "complete_fraction": share
-    # of lines done before an expiry, "seconds": this batch's completion time}.
-    "plans": [],
-    # A line with any of these texts among its inputs fails (400) in every batch.
-    "fail_texts": [],
-    "fail_seed": 0,
-    "max_requests_per_batch": 50_000,
-    "max_inputs_per_batch": 50_000,
-    "max_file_bytes": 200_000_000,
-}
-
-
-def _check_config(config):
-    seconds = config["completion_seconds"]
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
-        raise ValueError(f"'completion_seconds' must be a number >= 0, got {seconds!r}.")
-    for name in ("max_requests_per_batch", "max_inputs_per_batch", "max_file_bytes"):
-        value = config[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name!r} must be a positive integer, got {value!r}.")
-    if not isinstance(config["fail_seed"], int):
-        raise ValueError(f"'fail_seed' must be an integer, got {config['fail_seed']!r}.")
-    if not isinstance(config["fail_texts"], list) or not all(
-        isinstance(t, str) for t in config["fail_texts"]
-    ):
-        raise ValueError("'fail_texts' must be a list of strings.")
-    if not isinstance(config["plans"], list):
-        raise ValueError(f"'plans' must be a list, got {config['plans']!r}.")
-    for position, plan in enumerate(config["plans"]):
-        if not isinstance(plan, dict) or set(plan) - _PLAN_FIELDS:
-            raise ValueError(f"plans[{position}] must be an object with fields {_PLAN_FIELDS}.")
-        if plan.get("outcome", "completed") not in _OUTCOMES:
-            raise ValueError(f"plans[{position}].outcome must be one of {_OUTCOMES}.")
-        for field in ("fail_fraction", "complete_fraction"):
-            if not 0 <= plan.get(field, 0) <= 1:
-                raise ValueError(f"plans[{position}].{field} must be in [0, 1].")
-
-
-def merge_stats(online, batch, texts=True):
-    """``/stats``: the online counters (with ``text_counts``) plus the batch ones.
-
-    A text embedded online and in a batch counts in both, so ``times_embedded_max``
-    still tells whether anything was paid for twice.
-    """
-    merged = {**online, **{k: v for k, v in batch.items() if k != "text_counts"}}
-    counts = Counter(online["text_counts"])
-    counts.update(batch["text_counts"])
-    merged["times_embedded_max"] = max(counts.values(), default=0)
-    if texts:
-        merged["text_counts"] = dict(counts)
-    else:
-        merged.pop("text_counts")
-    return merged
-
-
-class _BatchStats:
-    def __init__(self):
-        self.files_uploaded = 0
-        self.batches_created = 0
-        self.lines = 0
-        self.inputs = 0
-        self.tokens = 0
-        self.text_counts = Counter()
-
-    def as_dict(self):
-        return {
-            "batch_files_uploaded": self.files_uploaded,
-            "batches_created": self.batches_created,
-            "batch_lines": self.lines,
-            "batch_inputs": self.inputs,
-            "batch_tokens": self.tokens,
-            "text_counts": dict(self.text_counts),
-        }
-
-
-def _new_id(prefix):
-    return (
-        f"{prefix}-{uuid.uuid4().hex[:24]}" if prefix == "file" else f"{prefix}_{uuid.uuid4().hex}"
-    )
 
 
 def _not_found(kind, object_id):
@@ -163,19 +88,19 @@ class BatchStore:
             self._plans = []
             self._files = {}
             self._batches = {}
-            self._stats = _BatchStats()
+            self._stats = BatchStats()
             self._rng = random.Random(0)
 
     def reset_stats(self):
         with self._lock:
-            self._stats = _BatchStats()
+            self._stats = BatchStats()
 
     def control(self, updates):
         if not isinstance(updates, dict) or set(updates) - set(BATCH_DEFAULTS):
             raise ValueError(f"Batch configuration keys must be among {sorted(BATCH_DEFAULTS)}.")
         with self._lock:
             merged = {**self._config, **copy.deepcopy(updates)}
-            _check_config(merged)
+            check_config(merged)
             self._config = merged
             if "plans" in updates:
                 self._plans = list(merged["plans"])
@@ -205,12 +130,8 @@ class BatchStore:
         return Reply(200, json.dumps(payload).encode(), {}, "200")
 
     def _authenticate(self, headers):
-        key = _presented_key(headers, azure=False)
-        if not key:
-            raise _errors.missing_key()
         # The online side owns the key (and /control changes it).
-        if key != self._state._config["api_key"]:
-            raise _errors.wrong_key(key)
+        check_key(read_credentials(headers), self._state._config["api_key"])
 
     def _route(self, method, kind, rest, query, headers, body):
         if kind == "files":
@@ -239,7 +160,7 @@ class BatchStore:
     # -- files -----------------------------------------------------------------------
 
     def _add_file(self, content, filename, purpose):
-        file_id = _new_id("file")
+        file_id = new_id("file")
         record = {
             "object": {
                 "id": file_id,
@@ -287,11 +208,11 @@ class BatchStore:
         file_id = request.get("input_file_id")
         if not isinstance(file_id, str):
             raise _errors.ApiError(400, "Missing required parameter: 'input_file_id'.")
-        if request.get("endpoint") != _ENDPOINT:
+        if request.get("endpoint") != ENDPOINT:
             raise _errors.ApiError(
                 400,
                 f"Invalid value for 'endpoint': {request.get('endpoint')!r}; this fake server "
-                f"serves only {_ENDPOINT!r} batches.",
+                f"serves only {ENDPOINT!r} batches.",
                 param="endpoint",
             )
         if request.get("completion_window") != "24h":
@@ -311,9 +232,9 @@ class BatchStore:
             self._stats.batches_created += 1
             seed = self._rng.random()
         batch = {
-            "id": _new_id("batch"),
+            "id": new_id("batch"),
             "object": "batch",
-            "endpoint": _ENDPOINT,
+            "endpoint": ENDPOINT,
             "errors": None,
             "input_file_id": file_id,
             "completion_window": "24h",
@@ -390,7 +311,7 @@ class BatchStore:
             view["cancelling_at"] = view["cancelled_at"] = now
             view["status"] = "cancelled"
             lines = internal["lines"] or []
-            errors = [_expired_line(line, "batch_cancelled") for line in lines]
+            errors = [expired_line(line, "batch_cancelled") for line in lines]
             view["request_counts"] = {"total": len(lines), "completed": 0, "failed": len(lines)}
             if errors:
                 view["error_file_id"] = self._add_file(
@@ -431,63 +352,14 @@ class BatchStore:
 
     def _validate(self, internal):
         """Parse the input file; the ``errors`` object of a failed batch, or None."""
-        config = internal["config"]
         content = self._file(internal["view"]["input_file_id"])["content"]
         if internal["plan"].get("outcome") == "failed":
-            return _error_list("validation_failed", "The batch failed validation (planned).")
-        if len(content) > config["max_file_bytes"]:
-            return _error_list(
-                "file_too_large",
-                f"The input file is {len(content)} bytes; the limit is "
-                f"{config['max_file_bytes']} bytes.",
-            )
-        lines, seen, n_inputs = [], set(), 0
-        for number, raw in enumerate(content.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                return _error_list("invalid_json_line", "This line is not valid JSON.", number)
-            if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-                return _error_list("missing_required_parameter", "Missing 'custom_id'.", number)
-            if line["custom_id"] in seen:
-                return _error_list(
-                    "duplicate_custom_id",
-                    f"The custom_id for this request is a duplicate of another request: "
-                    f"{line['custom_id']}.",
-                    number,
-                )
-            if line.get("method") != "POST" or line.get("url") != _ENDPOINT:
-                return _error_list(
-                    "invalid_request",
-                    f"Each request must be a POST to {_ENDPOINT}, the batch's endpoint.",
-                    number,
-                )
-            seen.add(line["custom_id"])
-            body = line.get("body")
-            inputs = body.get("input") if isinstance(body, dict) else None
-            n_inputs += len(inputs) if isinstance(inputs, list) else 1
-            lines.append(line)
-        if not lines:
-            return _error_list("empty_file", "The input file has no requests.")
-        if len(lines) > config["max_requests_per_batch"]:
-            return _error_list(
-                "too_many_requests",
-                f"The input file has {len(lines)} requests; a batch may have at most "
-                f"{config['max_requests_per_batch']}.",
-            )
-        if n_inputs > config["max_inputs_per_batch"]:
-            return _error_list(
-                "too_many_inputs",
-                f"The batch has {n_inputs} embedding inputs; /v1/embeddings batches may have "
-                f"at most {config['max_inputs_per_batch']} across all requests.",
-            )
-        internal["lines"] = lines
-        return None
+            return error_list("validation_failed", "The batch failed validation (planned).")
+        internal["lines"], errors = parse_input(content, internal["config"])
+        return errors
 
     def _process(self, internal):
-        """Answer every line: ``internal["results"] = (outputs, errors, requests)``."""
+        """Answer every line: ``internal["results"] = (outputs, errors, requests, n_bad)``."""
         plan, config, lines = internal["plan"], internal["config"], internal["lines"]
         online = self._state._config  # vector mode and extra models, as /v1/embeddings sees
         models = model_table(online)
@@ -500,7 +372,7 @@ class BatchStore:
         outputs, errors, embedded = [], [], []
         for position, line in enumerate(lines):
             if position >= n_done:
-                errors.append(_expired_line(line, "batch_expired"))
+                errors.append(expired_line(line, "batch_expired"))
                 continue
             result = self._answer(line, position in failing, fail_texts, models, online)
             if result[0] == 200:
@@ -508,15 +380,22 @@ class BatchStore:
                 embedded.append(result[2])
             else:
                 errors.append(result[1])
-        internal["results"] = (outputs, errors, embedded)
+        # Chosen from the batch's seed, like the failing lines, so a run is reproducible.
+        n_bad = n_malformed(plan, config, len(outputs))
+        for position in random.Random(f"malformed {internal['seed']}").sample(
+            range(len(outputs)), n_bad
+        ):
+            outputs[position] = malformed(outputs[position])
+        internal["results"] = (outputs, errors, embedded, n_bad)
 
     def _finish(self, internal, now):
         """Publish the answers: counters, output and error files, the final status."""
         internal["work"].join()
-        outputs, errors, embedded = internal["results"]
+        outputs, errors, embedded, n_bad = internal["results"]
         view, lines = internal["view"], internal["lines"]
         with self._lock:
             stats = self._stats
+            stats.malformed_lines += n_bad
             for request in embedded:
                 stats.lines += 1
                 stats.inputs += len(request.items)
@@ -553,45 +432,11 @@ class BatchStore:
                 raise _errors.ApiError(400, _errors.INVALID_INPUT)
         except _errors.ApiError as error:
             body = error.body()
-            return error.status, _output_line(line["custom_id"], error.status, body), None
+            return error.status, output_line(line["custom_id"], error.status, body), None
+        datas = [input_bytes(item) for item in request.items]
         vectors = embed_rows(
-            request.model,
-            [input_bytes(item) for item in request.items],
-            spec.native_dim,
-            request.dimensions,
-            online["vector_mode"],
+            request.model, datas, spec.native_dim, request.dimensions, online["vector_mode"]
         )
-        body = _render(request, vectors, None)
-        return 200, _output_line(line["custom_id"], 200, body), request
-
-
-def _output_line(custom_id, status, body):
-    head = {"id": _new_id("batch_req"), "custom_id": custom_id}
-    request_id = json.dumps(_new_id("req"))
-    return (
-        json.dumps(head)[:-1].encode()
-        + b',"response":{"status_code":%d,"request_id":%s,"body":' % (status, request_id.encode())
-        + body
-        + b'},"error":null}\n'
-    )
-
-
-def _expired_line(line, code):
-    messages = {
-        "batch_expired": "This request could not be executed before the completion window expired.",
-        "batch_cancelled": "This request could not be executed before the batch was cancelled.",
-    }
-    record = {
-        "id": _new_id("batch_req"),
-        "custom_id": line["custom_id"],
-        "response": None,
-        "error": {"code": code, "message": messages[code]},
-    }
-    return json.dumps(record).encode() + b"\n"
-
-
-def _error_list(code, message, line=None):
-    return {
-        "object": "list",
-        "data": [{"code": code, "message": message, "param": None, "line": line}],
-    }
+        # The row knobs (magnitudes, zero and non-finite rows) apply here too.
+        body = render(request, shape_rows(vectors, datas, online))
+        return 200, output_line(line["custom_id"], 200, body), request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import re
 from dataclasses import dataclass
 
 DEFAULT_API_KEY = "sk-fake-skembed-0000"
@@ -17,6 +18,12 @@ VECTOR_MODES = ("random", "bag_of_words")
 FAULT_KINDS = ("ok", "500", "503", "429", "quota", "drop", "timeout", "slow")
 _FAULT_FIELDS = {"kind", "retry_after", "seconds"}
 _PROBABILITIES = ("p_500", "p_503", "p_drop", "p_timeout", "p_slow")
+
+INDEX_FAULTS = ("fractional", "duplicate", "missing")
+PAD_KINDS = ("json", "junk")
+# Headers that frame the reply: overriding them would break the connection, not the client.
+_FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # The endpoint-wide limits of the real embeddings API.
 MAX_INPUTS_PER_REQUEST = 2048
@@ -56,6 +63,17 @@ DEFAULT_CONFIG = {
     "vector_mode": "random",
     "extra_models": {},
     "shuffle": True,
+    # Hostile answers (docs/testing_offline.rst, "Hostile answers"); all off by default.
+    "vector_log10_scale": None,
+    "p_zero_row": 0.0,
+    "p_nonfinite_row": 0.0,
+    "index_fault": None,
+    "width_sequence": None,
+    "trickle_seconds_per_chunk": 0.0,
+    "trickle_chunk_bytes": 1,
+    "extra_headers": {},
+    "pad_response_bytes": 0,
+    "pad_response_kind": "json",
 }
 
 
@@ -104,6 +122,86 @@ def _check_extra_models(models):
             raise ValueError(f"extra_models[{name!r}] needs positive integer sizes, got {spec!r}.")
 
 
+def _is_int_at_least(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_scale(scale):
+    if scale is None:
+        return
+    if (
+        not isinstance(scale, list)
+        or len(scale) != 2
+        or not all(_is_number(bound) and abs(bound) <= 300 for bound in scale)
+        or scale[0] > scale[1]
+    ):
+        raise ValueError(
+            "'vector_log10_scale' must be null or [low, high], two numbers with "
+            f"-300 <= low <= high <= 300 (powers of ten), got {scale!r}."
+        )
+
+
+def _check_width_sequence(widths):
+    if widths is None:
+        return
+    if (
+        not isinstance(widths, list)
+        or not widths
+        or not all(_is_int_at_least(w, 1) for w in widths)
+    ):
+        raise ValueError(
+            f"'width_sequence' must be null or a non-empty list of positive integers, got "
+            f"{widths!r}."
+        )
+
+
+def _check_extra_headers(headers):
+    if not isinstance(headers, dict):
+        raise ValueError(f"'extra_headers' must be an object of strings, got {headers!r}.")
+    for name, value in headers.items():
+        if (
+            not isinstance(name, str)
+            or not _HEADER_NAME.fullmatch(name)
+            or name.lower() in _FRAMING_HEADERS
+        ):
+            raise ValueError(
+                f"extra_headers[{name!r}] is not a header name this server may set (a token, "
+                f"not one of {_FRAMING_HEADERS})."
+            )
+        if not isinstance(value, str) or not value.isprintable() or not value.isascii():
+            raise ValueError(
+                f"extra_headers[{name!r}] must be a printable ASCII string, got {value!r}."
+            )
+
+
+def _check_hostile(merged):
+    _check_scale(merged["vector_log10_scale"])
+    for name in ("p_zero_row", "p_nonfinite_row"):
+        _check_number(name, merged[name])
+    if merged["p_zero_row"] + merged["p_nonfinite_row"] > 1:
+        raise ValueError("'p_zero_row' and 'p_nonfinite_row' must add up to at most 1.")
+    if merged["index_fault"] is not None and merged["index_fault"] not in INDEX_FAULTS:
+        raise ValueError(
+            f"'index_fault' must be null or one of {INDEX_FAULTS}, got {merged['index_fault']!r}."
+        )
+    _check_width_sequence(merged["width_sequence"])
+    _check_number("trickle_seconds_per_chunk", merged["trickle_seconds_per_chunk"])
+    if not _is_int_at_least(merged["trickle_chunk_bytes"], 1):
+        raise ValueError(
+            f"'trickle_chunk_bytes' must be a positive integer, got "
+            f"{merged['trickle_chunk_bytes']!r}."
+        )
+    _check_extra_headers(merged["extra_headers"])
+    if not _is_int_at_least(merged["pad_response_bytes"], 0):
+        raise ValueError(
+            f"'pad_response_bytes' must be an integer >= 0, got {merged['pad_response_bytes']!r}."
+        )
+    if merged["pad_response_kind"] not in PAD_KINDS:
+        raise ValueError(
+            f"'pad_response_kind' must be one of {PAD_KINDS}, got {merged['pad_response_kind']!r}."
+        )
+
+
 def merge_config(config, updates):
     """Return ``config`` updated with ``updates``, or raise ValueError naming the bad key."""
     if not isinstance(updates, dict):
@@ -136,6 +234,7 @@ def merge_config(config, updates):
     _check_extra_models(merged["extra_models"])
     if not isinstance(merged["shuffle"], bool):
         raise ValueError(f"'shuffle' must be true or false, got {merged['shuffle']!r}.")
+    _check_hostile(merged)
     return merged
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -110,7 +111,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + reply.body)
+        if reply.trickle is None:
+            self.wfile.write(head + reply.body)
+            return
+        # The head at once, then the body a few bytes at a time: every read the client
+        # makes gets something within the pause, however long the whole body takes.
+        # A client that gives up makes a write fail, which ends this connection.
+        size, pause = reply.trickle
+        self.wfile.write(head)
+        for start in range(0, len(reply.body), size):
+            time.sleep(pause)
+            self.wfile.write(reply.body[start : start + size])
 
 
 class FakeOpenAIHTTPServer(ThreadingHTTPServer):

@@ -8,8 +8,6 @@ instead of leaking into the next test's numbers.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import random
 import sys
@@ -24,8 +22,11 @@ import numpy as np
 from skembed._tokens import get_encoding
 
 from . import _errors, _request
+from ._auth import check_key, read_credentials
 from ._config import merge_config, model_table
+from ._hostile import shape_rows, wire_items
 from ._ratelimit import RateLimiter, format_duration
+from ._render import pad, render
 from ._vectors import embed_rows, input_bytes
 
 _LIMIT_KEYS = ("rpm", "tpm", "burst_seconds")
@@ -40,6 +41,8 @@ class Reply:
     body: bytes = b""
     headers: dict = field(default_factory=dict)
     label: str = ""  # its key in /stats' requests_by_status
+    # (chunk bytes, seconds between chunks): the body is trickled, see _server._send.
+    trickle: tuple | None = None
 
 
 class _Stats:
@@ -55,6 +58,8 @@ class _Stats:
         self.in_flight = 0
         self.peak_concurrency = 0
         self.text_counts = Counter()
+        self.auth_schemes = Counter()
+        self.auth_malformed = 0
 
     def as_dict(self, texts):
         stats = {
@@ -68,6 +73,8 @@ class _Stats:
             "max_tokens_per_request_sent": self.max_tokens_sent,
             "peak_concurrency": self.peak_concurrency,
             "times_embedded_max": max(self.text_counts.values(), default=0),
+            "auth_schemes": dict(self.auth_schemes),
+            "auth_malformed": self.auth_malformed,
         }
         if texts:
             stats["text_counts"] = dict(self.text_counts)
@@ -82,11 +89,12 @@ def _retry_headers(wait):
     }
 
 
-def _presented_key(headers, azure):
-    if azure and headers.get("api-key"):
-        return headers["api-key"]
-    scheme, _, key = (headers.get("Authorization") or "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
+def _with_headers(headers, extra):
+    """``headers`` with ``extra`` set over them, whatever the case of the names."""
+    if not extra:
+        return headers
+    lowered = {name.lower() for name in extra}
+    return {**{k: v for k, v in headers.items() if k.lower() not in lowered}, **extra}
 
 
 class ServerState:
@@ -102,7 +110,7 @@ class ServerState:
 
     def reset(self):
         with self._lock:
-            self._set_config(self._startup, limits=True, faults=True, seed=True)
+            self._set_config(self._startup, limits=True, faults=True, seed=True, widths=True)
             self._shuffle_rng = np.random.default_rng(0)
             self._stats = _Stats()
 
@@ -119,9 +127,10 @@ class ServerState:
                 limits=any(key in updates for key in _LIMIT_KEYS),
                 faults="faults" in updates,
                 seed="fault_seed" in updates,
+                widths="width_sequence" in updates,
             )
 
-    def _set_config(self, config, *, limits, faults, seed):
+    def _set_config(self, config, *, limits, faults, seed, widths):
         self._config = config
         self._models = model_table(config)
         if limits:
@@ -130,6 +139,8 @@ class ServerState:
             self._faults = deque(config["faults"])
         if seed:
             self._fault_rng = random.Random(config["fault_seed"])
+        if widths:
+            self._answers = 0  # answers since width_sequence was set
 
     def stats(self, texts=True):
         with self._lock:
@@ -153,6 +164,8 @@ class ServerState:
                 500, "fake server bug:\n" + traceback.format_exc(), type="server_error"
             )
             reply = Reply(500, error.body(), {"x-should-retry": "false"}, "500")
+        else:
+            reply.headers = _with_headers(reply.headers, config["extra_headers"])
         finally:
             with self._lock:
                 stats.in_flight -= 1
@@ -163,11 +176,11 @@ class ServerState:
     def _embeddings(self, config, models, limiter, stats, headers, body, deployment):
         azure = deployment is not None
         try:
-            key = _presented_key(headers, azure)
-            if not key:
-                raise _errors.missing_key(azure)
-            if key != config["api_key"]:
-                raise _errors.wrong_key(key, azure)
+            credentials = read_credentials(headers, azure)
+            with self._lock:
+                stats.auth_schemes[credentials.scheme] += 1
+                stats.auth_malformed += credentials.malformed
+            check_key(credentials, config["api_key"], azure)
             request = _request.parse(body, self._encoding, deployment)
             with self._lock:
                 stats.max_inputs_sent = max(stats.max_inputs_sent, len(request.items))
@@ -189,16 +202,7 @@ class ServerState:
             headers = {**limiter.headers(), **error.headers}
             return Reply(error.status, error.body(), headers, str(error.status))
 
-        vectors = embed_rows(
-            request.model,
-            [input_bytes(item) for item in request.items],
-            spec.native_dim,
-            request.dimensions,
-            config["vector_mode"],
-        )
-        with self._lock:
-            order = self._shuffle_rng.permutation(len(vectors)) if config["shuffle"] else None
-        body = _render(request, vectors, order)
+        body = self._answer_body(config, request, spec)
         time.sleep(config["latency"] + config["latency_per_1k_tokens"] * request.n_tokens / 1000)
         texts = [
             item if isinstance(item, str) else self._encoding.decode(item) for item in request.items
@@ -213,8 +217,31 @@ class ServerState:
             # Answered and charged, like the real API, but after a client with a short
             # timeout has given up: it pays again when it retries.
             time.sleep(fault.get("seconds", config["timeout_seconds"]))
-            return Reply(200, body, decision.headers, "slow")
-        return Reply(200, body, decision.headers, "200")
+        label = "slow" if fault["kind"] == "slow" else "200"
+        trickle = None
+        if config["trickle_seconds_per_chunk"]:
+            trickle = (config["trickle_chunk_bytes"], config["trickle_seconds_per_chunk"])
+        return Reply(200, body, decision.headers, label, trickle)
+
+    def _answer_body(self, config, request, spec):
+        """The body of a successful answer, with every hostile knob applied."""
+        native_dim = spec.native_dim
+        with self._lock:
+            widths = config["width_sequence"]
+            if widths is not None and request.dimensions is None:
+                native_dim = widths[min(self._answers, len(widths) - 1)]
+            self._answers += 1
+        datas = [input_bytes(item) for item in request.items]
+        vectors = embed_rows(
+            request.model, datas, native_dim, request.dimensions, config["vector_mode"]
+        )
+        rows = shape_rows(vectors, datas, config)
+        items = wire_items(len(rows), config["index_fault"])
+        with self._lock:
+            if config["shuffle"]:
+                items = [items[i] for i in self._shuffle_rng.permutation(len(items)).tolist()]
+        body = render(request, rows, items)
+        return pad(body, config["pad_response_bytes"], config["pad_response_kind"])
 
     def _next_fault(self, config):
         with self._lock:
@@ -272,25 +299,3 @@ class ServerState:
         )
         error.headers = _retry_headers(decision.wait)
         return error
-
-
-def _render(request, vectors, order):
-    """The response body, assembled as bytes (base64 text never needs JSON escaping)."""
-    vectors = vectors.astype("<f4", copy=False)
-    indices = range(len(vectors)) if order is None else order.tolist()
-    if request.encoding_format == "base64":
-        item = b'{"object":"embedding","index":%d,"embedding":"%s"}'
-        rows = (item % (i, base64.b64encode(vectors[i].tobytes())) for i in indices)
-    else:
-        # 9 significant digits give back the exact float32; 3x faster than json.dumps.
-        numbers = ",".join(["%.9g"] * vectors.shape[1])
-        item = '{"object":"embedding","index":%d,"embedding":[%s]}'
-        rows = ((item % (i, numbers % tuple(vectors[i].tolist()))).encode() for i in indices)
-    tokens = request.n_tokens
-    return (
-        b'{"object":"list","data":['
-        + b",".join(rows)
-        + b'],"model":'
-        + json.dumps(request.model).encode()
-        + b',"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens)
-    )
