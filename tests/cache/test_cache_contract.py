@@ -2,33 +2,23 @@
 
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
 
-from skembed._cache import EmbeddingCache, cache_key
-from skembed._redis_cache import RedisEmbeddingCache
+from tests.cache.helpers import directory_store, redis_store
+from tests.cache.helpers import keys as _keys
+from tests.cache.helpers import vectors as _vectors
 
 
 @pytest.fixture(params=["directory", "redis"])
 def store(request, tmp_path):
     if request.param == "directory":
-        cache = EmbeddingCache(tmp_path / "cache")
+        builder = directory_store(tmp_path / "cache")
     else:
-        server = request.getfixturevalue("redis_server")
-        cache = RedisEmbeddingCache(server.url(), prefix=f"test-{uuid.uuid4().hex[:8]}")
-    yield cache
-    cache.clear()
-    cache.close()
-
-
-def _keys(namespace, n):
-    return [cache_key(namespace, f"text number {i}") for i in range(n)]
-
-
-def _vectors(n, dim, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+        builder = redis_store(request.getfixturevalue("redis_server"))
+    with builder as cache:
+        yield cache
 
 
 def test_put_is_idempotent_first_write_wins(store):
