@@ -227,14 +227,17 @@ class _Job:
         self.fetching = todo
         texts = [self.unique[i] for i in todo]
         spending = self.spending
+        options = {"on_result": self._store(todo, vectors)}
+        if getattr(self.backend, "resumable", False):
+            options["store"] = self.cache  # keeps what resumes work paid for (batches)
         if not spending.billed:
             self.n_sent += len(todo)
-            return self.backend.embed(texts, on_result=self._store(todo, vectors))
+            return self.backend.embed(texts, **options)
         n_tokens = int(self.backend.count_billed_tokens(texts).sum()) if spending.limited else 0
         meter = spending.authorize(n_tokens, len(texts))
         self.n_sent += len(todo)
         try:
-            return self.backend.embed(texts, on_result=self._store(todo, vectors), meter=meter)
+            return self.backend.embed(texts, meter=meter, **options)
         finally:
             spending.charge(meter)
 

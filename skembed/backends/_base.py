@@ -38,7 +38,10 @@ class EmbeddingBackend(Protocol):
     Cost estimates, budgets and usage reports rely on these; a backend without them
     (a local model) is free. A free backend may also set ``pays_per_text = False``:
     processes then fetch their cache misses in parallel instead of taking turns under
-    the cache's lock (see ``skembed._embed``).
+    the cache's lock (see ``skembed._embed``). A backend whose jobs outlive the process
+    (the Batch API) sets ``resumable = True``: its ``embed`` then accepts ``store=``, the
+    job's cache (a ``CacheStore``, or ``None``), and keeps what resumes an interrupted
+    job there (``store.state(name)``), next to the vectors it leads to.
 
     Examples
     --------
