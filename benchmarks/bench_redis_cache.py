@@ -34,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skembed._cache import EmbeddingCache, cache_key
-from skembed._redis_cache import RedisEmbeddingCache
+from skembed._cache import EmbeddingCache, RedisEmbeddingCache, cache_key
 
 NAMESPACE = "openai|openai|text-embedding-3-small|1536"
 API_BATCH = 2048

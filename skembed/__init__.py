@@ -15,7 +15,7 @@ _PUBLIC = {
     "CosineNearestNeighbors": ".neighbors",
     "LinearEmbeddingAdapter": "._adapter",
     "EmbeddingCache": "._cache",
-    "RedisEmbeddingCache": "._redis_cache",
+    "RedisEmbeddingCache": "._cache",
     "CacheError": "._cache",
     "CacheCorruptionError": "._cache",
     "BudgetExceededError": "._cost",

@@ -7,9 +7,8 @@ import os
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
-from ._cache import EmbeddingCache, resolve_cache
+from ._cache import CacheStore, resolve_cache
 from ._embed import embed_texts
-from ._redis_cache import RedisEmbeddingCache
 from ._sklearn_compat import StrOptions, _fit_context
 from ._validation import check_texts
 
@@ -38,8 +37,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             "boolean",
             str,
             os.PathLike,
-            EmbeddingCache,
-            RedisEmbeddingCache,
+            CacheStore,
             None,
         ],
         "verbose": ["boolean"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._cache import cache_key
 from ._cost import Spending, format_usd, model_name
 from ._usage import record
 from ._validation import describe_rows
@@ -78,8 +79,6 @@ def cached_mask(unique, backend, cache):
     if cache is None or dim is None or not unique:
         # Of a model of unknown width nothing can be read before its first answer.
         return np.zeros(len(unique), dtype=bool)
-    from ._cache import cache_key
-
     keys = [cache_key(backend.cache_namespace, text) for text in unique]
     return cache.get(keys, dim, count=False)[0]
 
@@ -189,8 +188,6 @@ class _Job:
     def run(self):
         if self.cache is None:
             return self._fetch(np.arange(len(self.unique)), None)
-        from ._cache import cache_key
-
         self.keys = [cache_key(self.namespace, text) for text in self.unique]
         if self.backend.n_dimensions is None:
             # A model the registry does not know: embed one text, so that the cache can
@@ -229,14 +226,17 @@ class _Job:
         self.fetching = todo
         texts = [self.unique[i] for i in todo]
         spending = self.spending
+        options = {"on_result": self._store(todo, vectors)}
+        if self.backend.resumable:
+            options["store"] = self.cache  # keeps what resumes work paid for (batches)
         if not spending.billed:
             self.n_sent += len(todo)
-            return self.backend.embed(texts, on_result=self._store(todo, vectors))
+            return self.backend.embed(texts, **options)
         n_tokens = int(self.backend.count_billed_tokens(texts).sum()) if spending.limited else 0
         meter = spending.authorize(n_tokens, len(texts))
         self.n_sent += len(todo)
         try:
-            return self.backend.embed(texts, on_result=self._store(todo, vectors), meter=meter)
+            return self.backend.embed(texts, meter=meter, **options)
         finally:
             spending.charge(meter)
 

@@ -59,6 +59,7 @@ def _hash_vector(text, dim):
 class _HashBackend:
     model_name = "_HashBackend"
     pays_per_text = False
+    resumable = False
     usd_per_million_tokens = 0.0
 
     def __init__(self, dim):

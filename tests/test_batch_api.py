@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import signal
 import time
 
@@ -193,7 +194,7 @@ def test_interrupted_job_resumes_its_batches(server, cache):
     assert stats["batch_files_uploaded"] == 1
     _assert_embedded_once(server, texts)
     # The ledger forgets a batch once it is consumed.
-    assert not list(_ledger_dir().glob("*.json"))
+    assert not list(_ledger_dir(cache).glob("*.json"))
 
 
 def test_resume_after_part_was_cached_waits_only_for_the_rest(server, cache):
@@ -228,13 +229,93 @@ def _key(backend, text):
     return cache_key(backend.cache_namespace, text)
 
 
-def _ledger_dir():
+def _ledger_dir(cache=None):
+    """Where the job's ledgers are: in its cache's directory, else the default one."""
     import os
     from pathlib import Path
 
     from skembed._cache import default_cache_dir
 
-    return Path(os.path.join(default_cache_dir(), "batch_jobs"))
+    return Path(os.path.join(cache.path if cache else default_cache_dir(), "batch_jobs"))
+
+
+def _interrupted(run, after=0.5):
+    """Run ``run()`` and stop it with a KeyboardInterrupt (Ctrl-C) ``after`` seconds in."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, after)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_ledger_lives_in_the_cache_directory_of_the_job(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKEMBED_CACHE_DIR", str(tmp_path / "default"))
+    server.configure_batches(completion_seconds=1.0)
+    texts = _texts("ledger in its cache", 40)
+    embedder = _embedder(server, str(tmp_path / "cache"))
+    _interrupted(lambda: embedder.transform(texts))
+    (ledger,) = (tmp_path / "cache" / "batch_jobs").glob("*.json")
+    data = ledger.read_bytes()
+    assert json.loads(data)["batches"][0]["batch"] is not None
+    # Digests only: neither a text nor the key.
+    assert not any(text.encode() in data for text in texts) and server.api_key.encode() not in data
+    assert ledger.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "default").exists()  # nothing under the default directory
+    # Run again: the recorded batch is awaited, not paid for again.
+    X = embedder.transform(texts)
+    np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
+    stats = server.stats()
+    assert (stats["batches_created"], stats["batch_files_uploaded"]) == (1, 1)
+    _assert_embedded_once(server, texts)
+    assert not ledger.exists()
+    assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_ledger_lives_under_the_redis_prefix_of_the_job(
+    server, redis_server, tmp_path, monkeypatch
+):
+    from skembed import RedisEmbeddingCache
+
+    monkeypatch.setenv("SKEMBED_CACHE_DIR", str(tmp_path / "default"))
+    server.configure_batches(completion_seconds=1.0)
+    texts = _texts("ledger in redis", 40)
+    cache = RedisEmbeddingCache(redis_server.url(), prefix="batch-ledger-test")
+    embedder = _embedder(server, cache)
+    _interrupted(lambda: embedder.transform(texts))
+    client = redis_server.client()
+    (name,) = client.keys("batch-ledger-test:state:batch_jobs/*.json")
+    assert not any(text.encode() in client.get(name) for text in texts)
+    assert not (tmp_path / "default").exists()
+    X = embedder.transform(texts)
+    np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
+    assert server.stats()["batches_created"] == 1
+    _assert_embedded_once(server, texts)
+    assert not client.exists(name)
+    cache.clear()
+
+
+def test_a_job_without_a_cache_keeps_its_ledger_in_the_default_directory(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SKEMBED_CACHE_DIR", str(tmp_path / "default"))
+    backend = _backend(server)
+    place = backend._ledger_place(None)
+    assert os.path.dirname(place.location) == str(tmp_path / "default" / "batch_jobs")
+    # The same file as the default cache's: a job stopped without a cache resumes with it.
+    default = EmbeddingCache(tmp_path / "default")
+    assert backend._ledger_place(default).location == place.location
+    default.close()
+    explicit = _backend(server, state_dir=str(tmp_path / "mine"))._ledger_place(default)
+    assert os.path.dirname(explicit.location) == str(tmp_path / "mine")
 
 
 def test_batch_api_refuses_azure():

@@ -246,6 +246,7 @@ class FreeBackend:
     model_name = "FreeBackend"
     n_dimensions = 2
     pays_per_text = False
+    resumable = False
     usd_per_million_tokens = 0.0
 
     def count_billed_tokens(self, texts):

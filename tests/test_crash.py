@@ -2,8 +2,8 @@
 processes writing one cache at once. Nothing acknowledged is lost, nothing is torn,
 and a text is paid for twice only when the answer to it was in flight at the kill.
 
-(tests/test_cache.py kills bare ``put`` loops and runs two overlapping writers;
-tests/test_cache_integration.py kills one job once. This file kills whole jobs
+(tests/cache/test_cache.py kills bare ``put`` loops and runs two overlapping writers;
+tests/cache/test_cache_integration.py kills one job once. This file kills whole jobs
 repeatedly and accounts for every text the server charged.)
 """
 

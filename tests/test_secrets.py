@@ -416,8 +416,7 @@ def test_redis_password_in_the_environment(
 
 
 def test_redis_password_in_a_cache_object_url(redis_url, all_logs, monkeypatch, tmp_path):
-    from skembed._cache import CacheError, cache_key, resolve_cache
-    from skembed._redis_cache import RedisEmbeddingCache
+    from skembed._cache import CacheError, RedisEmbeddingCache, cache_key, resolve_cache
 
     monkeypatch.delenv("SKEMBED_REDIS_PASSWORD", raising=False)
     with_password = redis_url.replace("redis://", f"redis://:{REDIS_CANARY}@")

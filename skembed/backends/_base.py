@@ -64,6 +64,11 @@ class EmbeddingBackend(Protocol):
         cache misses in parallel (see ``skembed._embed``).
     usd_per_million_tokens : float or None
         Price of the tokens ``embed`` sends; ``None`` when unknown, ``0.0`` when free.
+    resumable : bool
+        Whether a job can outlive the process (the Batch API): its ``embed`` then
+        accepts ``store=``, the job's cache (a ``CacheStore``, or ``None``), and keeps
+        what resumes an interrupted job there (``store.state(name)``), next to the
+        vectors it leads to.
 
     Examples
     --------
@@ -75,6 +80,7 @@ class EmbeddingBackend(Protocol):
     ...     n_dimensions = 4
     ...     pays_per_text = False
     ...     usd_per_million_tokens = 0.0
+    ...     resumable = False
     ...     def count_billed_tokens(self, texts):
     ...         return np.zeros(len(texts), dtype=np.int64)
     ...     def embed(self, texts, on_result=None, meter=None):
@@ -91,6 +97,7 @@ class EmbeddingBackend(Protocol):
     n_dimensions: int | None
     pays_per_text: bool
     usd_per_million_tokens: float | None
+    resumable: bool
 
     def count_billed_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Count the tokens that embedding each text would send (long-input policy applied).

@@ -250,6 +250,7 @@ class LocalBackend:
     model_name = "LocalBackend"
     n_dimensions = N_DIMENSIONS
     pays_per_text = False
+    resumable = False
     usd_per_million_tokens = 0.0
 
     def __init__(self, *, max_length, long_input, batch_size, n_threads, progress):

@@ -117,6 +117,7 @@ class OpenAIBackend:
     """
 
     pays_per_text = True
+    resumable = False
 
     def __init__(
         self,

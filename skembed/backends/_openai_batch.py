@@ -8,12 +8,13 @@ anything else can fail. Lines that failed or expired are sent again in new batch
 bounded number of times; a 4xx line is split in two each time, to narrow it down to the
 inputs at fault.
 
-Resume: every batch is written down, before it is created, in a small ledger file (one
-per vector space, under the cache directory) as the digests of the pieces each of its
-lines carries: never a text and never a key. A later job that needs any of those pieces
-(a re-run after Ctrl-C or a crash) waits for the recorded batch instead of paying for
-them again. The ledger is keyed by the vector space rather than by the job, because a
-re-run only asks for the texts that are not cached yet, which is another set of texts.
+Resume: every batch is written down, before it is created, in a small ledger (one per
+vector space, kept in the job's cache by ``CacheStore.state``) as the digests of the
+pieces each of its lines carries: never a text and never a key. A later job that needs
+any of those pieces (a re-run after Ctrl-C or a crash) waits for the recorded batch
+instead of paying for them again. The ledger is keyed by the vector space rather than by
+the job, because a re-run only asks for the texts that are not cached yet, which is
+another set of texts.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 
 import numpy as np
 
-from .._cache import cache_key, default_cache_dir
+from .._cache import StateFile, cache_key, default_cache_dir
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
 from ._base import EmbeddingAPIError, RequestMeter
 from ._openai import (
@@ -77,7 +77,9 @@ class OpenAIBatchBackend(OpenAIBackend):
     max_resubmits : int, default=2
         Times a failed or expired line is sent again, in a new batch.
     state_dir : str, default=None
-        Directory of the resume ledgers; ``None`` is ``<default cache dir>/batch_jobs``.
+        Directory of the resume ledgers. ``None``: in the cache of the job (a file
+        under its directory, ``batch_jobs/``, or a key under its Redis prefix), and
+        ``<default cache dir>/batch_jobs`` for a job without a cache.
     max_requests_per_batch, max_inputs_per_batch, max_file_bytes : int
         Per-batch limits (the API's by default; lower them to test the splitting).
     **online
@@ -106,7 +108,7 @@ class OpenAIBatchBackend(OpenAIBackend):
             )
         self.poll_interval = poll_interval
         self.max_resubmits = max_resubmits
-        self.state_dir = state_dir or os.path.join(default_cache_dir(), "batch_jobs")
+        self.state_dir = state_dir
         self.max_requests_per_batch = max_requests_per_batch
         self.max_inputs_per_batch = max_inputs_per_batch
         self.max_file_bytes = max_file_bytes
@@ -115,18 +117,24 @@ class OpenAIBatchBackend(OpenAIBackend):
             # user's own and is used as given.
             self.usd_per_million_tokens /= 2
 
-    def embed(self, texts, on_result=None, meter=None):
+    #: Its jobs outlive the process: the embedding job passes ``embed`` its cache
+    #: (``store=``) to keep the resume ledger in.
+    resumable = True
+
+    def embed(self, texts, on_result=None, meter=None, store=None):
         """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`.
 
         ``meter``, a :class:`RequestMeter`, counts each line (a request) of the batches
         this call submits, and stops the job before one would cross its limit.
+        ``store``, the job's cache (or ``None``), keeps the resume ledger.
         """
         pieces = self._pieces(texts)
         piece_tokens = np.array([p.n_tokens for p in pieces], dtype=np.int64)
         owners = np.array([p.owner for p in pieces], dtype=np.intp)
         self.client()  # no key: fail before anything is uploaded
         assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
-        job = _BatchJob(self, pieces, assembler, RequestMeter() if meter is None else meter)
+        meter = RequestMeter() if meter is None else meter
+        job = _BatchJob(self, pieces, assembler, meter, self._ledger_place(store))
         with _progress_bar(len(texts), self.progress) as bar:
             job.bar = bar
             try:
@@ -189,6 +197,16 @@ class OpenAIBatchBackend(OpenAIBackend):
 
         return self._call(attempt)
 
+    def _ledger_place(self, store):
+        """Where this vector space's resume ledger lives: with the vectors it leads to."""
+        digest = hashlib.blake2b(self.cache_namespace.encode(), digest_size=16).hexdigest()
+        name = f"{digest}.json"
+        if self.state_dir is not None:
+            return StateFile(os.path.join(self.state_dir, name))
+        if store is not None:
+            return store.state(f"batch_jobs/{name}")
+        return StateFile(os.path.join(default_cache_dir(), "batch_jobs", name))
+
     def _delete_files(self, *file_ids):
         """Remove a finished batch's files (best effort: they expire anyway)."""
         for file_id in filter(None, file_ids):
@@ -201,7 +219,7 @@ class OpenAIBatchBackend(OpenAIBackend):
 class _BatchJob:
     """One ``embed`` call: distinct pieces in, vectors out through the assembler."""
 
-    def __init__(self, backend, pieces, assembler, meter):
+    def __init__(self, backend, pieces, assembler, meter, ledger_place):
         self.backend = backend
         self.assembler = assembler
         self.meter = meter
@@ -222,8 +240,7 @@ class _BatchJob:
         self.attempts = Counter()  # digest -> failed attempts
         self.line_size = Counter()  # digest -> inputs of the line it last failed in
         self.given_up = set()
-        name = hashlib.blake2b(namespace.encode(), digest_size=16).hexdigest()
-        self.ledger = _Ledger(os.path.join(backend.state_dir, f"{name}.json"))
+        self.ledger = _Ledger(ledger_place)
 
     # -- the rounds ----------------------------------------------------------------------
 
@@ -491,40 +508,31 @@ def _transport_errors():
 
 
 class _Ledger:
-    """The batches submitted in one vector space, on disk, for resuming.
+    """The batches submitted in one vector space, kept for resuming.
 
     Each entry: the input file id, the batch id (``None`` until created) and, per
-    custom_id, the digests of the pieces of that line. Every change re-reads the file
-    and replaces it atomically, so a crash never leaves half a ledger.
+    custom_id, the digests of the pieces of that line. Every change re-reads the ledger
+    and replaces it whole, atomically (a :class:`~skembed._cache.StateBlob`), so a crash
+    never leaves half a ledger.
     """
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, place):
+        self.place = place
 
     def _load(self):
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                return json.load(handle)["batches"]
-        except FileNotFoundError:
+        data = self.place.read()
+        if data is None:
             return []
+        try:
+            return json.loads(data.decode("utf-8"))["batches"]
         except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring an unreadable batch ledger %s", self.path)
+            logger.warning("ignoring an unreadable batch ledger %s", self.place.location)
             return []
 
     def _save(self, entries):
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                # One dumps call: the C encoder, where json.dump streams in Python.
-                out.write(json.dumps({"version": 1, "batches": entries}))
-                out.flush()
-                os.fsync(out.fileno())  # the record of a paid batch must survive a crash
-            os.replace(temporary, self.path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        # One dumps call: the C encoder, where json.dump streams in Python. The record
+        # of a paid batch must survive a crash: the place writes it durably.
+        self.place.write(json.dumps({"version": 1, "batches": entries}).encode("utf-8"))
 
     def adopt(self, wanted):
         """The recorded entries that carry any of the ``wanted`` digests."""
@@ -545,5 +553,4 @@ class _Ledger:
         if entries:
             self._save(entries)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            self.place.delete()

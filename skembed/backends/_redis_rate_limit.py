@@ -16,12 +16,11 @@ password comes from the environment, as for the Redis cache.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .._redis_cache import _DEFAULT_PASSWORD_ENV, _import_redis, _join_url, split_password
+from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
 from ._base import EmbeddingError
 from ._rate_limit import _header_number
 
@@ -152,14 +151,14 @@ def rate_limiter_from_url(url, account):
         raise ValueError(
             f"The 'rate_limiter' URL {clean} must not contain a password: the parameter is "
             "kept in the estimator's repr, get_params() and pickles. Put the password in the "
-            f"{_DEFAULT_PASSWORD_ENV} environment variable (of every worker)."
+            f"{DEFAULT_PASSWORD_ENV} environment variable (of every worker)."
         )
     parts = urlsplit(clean)
     query = parse_qsl(parts.query, keep_blank_values=True)
     names = [value for key, value in query if key == "name"]
     rest = urlencode([(key, value) for key, value in query if key != "name"])
     return RedisRateLimiter(
-        _join_url(parts, parts.netloc, rest), account, name=names[-1] if names else None
+        join_url(parts, parts.netloc, rest), account, name=names[-1] if names else None
     )
 
 
@@ -207,7 +206,7 @@ class RedisRateLimiter:
         *,
         name=None,
         prefix="skembed",
-        password_env=_DEFAULT_PASSWORD_ENV,
+        password_env=DEFAULT_PASSWORD_ENV,
         socket_timeout=10.0,
     ):
         self.url, self._url_password = split_password(url)
@@ -225,16 +224,16 @@ class RedisRateLimiter:
 
     def _run(self, operation, *args):
         """Run one operation of the script; Redis failures become EmbeddingError."""
-        redis = _import_redis()
+        redis = import_redis("RedisRateLimiter")
         with self._lock:
             # Fork-safe as it is: the client's pool starts afresh in a forked child.
             if self._script is None:
-                password = self._url_password or os.environ.get(self.password_env or "") or None
-                client = redis.Redis.from_url(
+                client = make_client(
                     self.url,
-                    password=password,
+                    password=self._url_password,
+                    password_env=self.password_env,
                     socket_timeout=self.socket_timeout,
-                    socket_connect_timeout=self.socket_timeout,
+                    needed_by="RedisRateLimiter",
                 )
                 self._script = client.register_script(_SCRIPT)
             script = self._script

@@ -1,7 +1,7 @@
 """A damaged cache gives a clear error naming the file and what to do, or starts empty:
 never a wrong vector.
 
-tests/test_cache.py covers a truncated vector file, a modified vector, a replaced or
+tests/cache/test_cache.py covers a truncated vector file, a modified vector, a replaced or
 missing vector file, a garbage index, garbage in index records, a newer index format
 and a foreign database. This file adds the cases it lacks, checks that the advice in
 each message works, fuzzes both files, and goes end to end through the transformer.
@@ -10,8 +10,6 @@ each message works, fuzzes both files, and goes end to end through the transform
 import os
 import sqlite3
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +17,9 @@ import pytest
 
 from skembed import EmbeddingCache, OpenAIEmbeddingTransformer
 from skembed._cache import INDEX_FILENAME, CacheCorruptionError, CacheError, cache_key
+from tests.cache.helpers import run_cli as skembed_cli
 from tests.fake_openai import expected_vector
 
-ROOT = Path(__file__).resolve().parents[1]
 N, DIM = 40, 16
 KEYS = [cache_key("ns", f"text {i}") for i in range(N)]
 VECTORS = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
@@ -48,16 +46,6 @@ def read_all(directory, dim=DIM):
         return cache.get(KEYS, dim)
     finally:
         cache.close()
-
-
-def skembed_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "skembed", *map(str, args)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def assert_starts_over_after_clear(directory):

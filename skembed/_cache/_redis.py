@@ -1,6 +1,6 @@
 """The embedding cache in a Redis server, shared by every machine of a cluster.
 
-Same keys, interface and guarantees as :class:`~skembed._cache.EmbeddingCache`; see
+Same keys, interface and guarantees as :class:`~skembed.EmbeddingCache`; see
 ``docs/redis_cache.rst``. Layout under ``<prefix>``:
 
 ``<prefix>:e:<hex digest>``
@@ -11,54 +11,49 @@ Same keys, interface and guarantees as :class:`~skembed._cache.EmbeddingCache`; 
     Hash of the hit and miss totals of every process.
 ``<prefix>:lock:<hex>``
     Per-namespace locks: a random token with an expiry, renewed while held.
+``<prefix>:state:<room>/<item>``
+    Resumable state (:meth:`~skembed._cache.CacheStore.state`), such as the Batch API's
+    ledgers: one string each, left alone by ``clear``.
 
 The ``redis`` client is imported on first use (extra ``skembed[redis]``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
-import weakref
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from ._cache import CacheCorruptionError, CacheError, _check_dim
+from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
+from ._base import (
+    KEY_SIZE,
+    CacheCorruptionError,
+    CacheError,
+    CacheStore,
+    StateBlob,
+    lock_name,
+    row_checksums,
+)
 
-__all__ = ["RedisEmbeddingCache"]
+__all__ = ["RedisEmbeddingCache", "cache_from_url"]
 
 _logger = logging.getLogger("skembed")
 
+# The values' format: its magic changes with the layout or the row checksum.
 _MAGIC = np.frombuffer(b"SKv1", dtype="<u4")[0]
 _HEADER_WORDS = 3  # magic, width, checksum
-_KEY_SIZE = 32
 # A round trip carries at most this many keys or (roughly) bytes of vectors: large
 # enough that latency is paid once per several MB, small enough that neither Redis's
 # output buffer nor the client holds much more than the result array.
 _CHUNK_KEYS = 10_000
 _CHUNK_BYTES = 8 << 20
 _SCAN_COUNT = 1000
-_DEFAULT_PASSWORD_ENV = "SKEMBED_REDIS_PASSWORD"
-# Connections inherited through fork belong to the parent; the child keeps them
-# referenced so that no finaliser closes the parent's sockets.
-_inherited = []
-_instances = weakref.WeakSet()
-
-
-def _after_fork_in_child():
-    for cache in list(_instances):
-        cache._lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Stores a batch atomically: refuses it whole if one key holds a vector of another
 # width, otherwise sets the keys that are absent (the first write wins), and adds the
@@ -95,68 +90,6 @@ return 0
 """
 
 
-def _import_redis():
-    try:
-        import redis
-    except ImportError as exc:
-        raise ImportError(
-            "RedisEmbeddingCache needs the 'redis' client package: pip install 'skembed[redis]'."
-        ) from exc
-    return redis
-
-
-def split_password(url):
-    """Split a Redis URL into the URL without its password, and the password.
-
-    A password can sit in the user part (``redis://user:secret@host``) or in the
-    query (``?password=secret``); both are removed.
-
-    Parameters
-    ----------
-    url : str
-        ``redis://``, ``rediss://`` or ``unix://`` URL.
-
-    Returns
-    -------
-    clean_url : str
-    password : str or None
-
-    Examples
-    --------
-    >>> split_password("redis://:s3cret@cache.internal:6380/2")
-    ('redis://cache.internal:6380/2', 's3cret')
-    >>> split_password("rediss://app@cache.internal/0?password=s3cret&ssl_cert_reqs=none")
-    ('rediss://app@cache.internal/0?ssl_cert_reqs=none', 's3cret')
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(
-            "A Redis cache URL must start with redis://, rediss:// or unix://; got a URL "
-            f"with scheme {parts.scheme!r}."
-        )
-    password = None
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, colon, secret = userinfo.partition(":")
-        if colon:
-            password = unquote(secret)
-        netloc = f"{user}@{host}" if user else host
-    query = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name == "password":
-            password = value
-        else:
-            query.append((name, value))
-    return _join_url(parts, netloc, urlencode(query)), password or None
-
-
-def _join_url(parts, netloc, query):
-    # Not urlunsplit: it drops the "//" of an empty host (unix:///path).
-    url = f"{parts.scheme}://{netloc}{parts.path}"
-    return url + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-
-
 def cache_from_url(url):
     """The :class:`RedisEmbeddingCache` for a ``cache="redis://..."`` parameter.
 
@@ -177,13 +110,13 @@ def cache_from_url(url):
         raise ValueError(
             f"The 'cache' URL {clean} must not contain a password: the parameter is kept "
             "in the estimator's repr, get_params() and pickles. Put the password in the "
-            f"{_DEFAULT_PASSWORD_ENV} environment variable (of every worker), or pass a "
+            f"{DEFAULT_PASSWORD_ENV} environment variable (of every worker), or pass a "
             "RedisEmbeddingCache object."
         )
     return RedisEmbeddingCache(url)
 
 
-class RedisEmbeddingCache:
+class RedisEmbeddingCache(CacheStore):
     """Embedding cache in a Redis server, shared by processes on many machines.
 
     Keys are 32-byte digests from :func:`~skembed._cache.cache_key`, stored under
@@ -191,7 +124,9 @@ class RedisEmbeddingCache:
     another width than asked for is an error, and a damaged value raises
     :class:`~skembed._cache.CacheCorruptionError`: neither is ever returned. Reads and
     writes are batched: one round trip per chunk of up to 10,000 keys (or about 8 MB of
-    vectors). The connection is opened on first use, in each process.
+    vectors), each chunk of a :meth:`put` stored atomically (a chunk in which a key is
+    cached with another width stores nothing). The connection is opened on first use,
+    in each process.
 
     Parameters
     ----------
@@ -224,7 +159,7 @@ class RedisEmbeddingCache:
 
     Examples
     --------
-    >>> from skembed._redis_cache import RedisEmbeddingCache
+    >>> from skembed import RedisEmbeddingCache
     >>> cache = RedisEmbeddingCache("redis://:s3cret@cache.internal:6379/0", ttl=86400)
     >>> cache
     RedisEmbeddingCache('redis://:***@cache.internal:6379/0', ttl=86400)
@@ -239,7 +174,7 @@ class RedisEmbeddingCache:
         *,
         prefix="skembed",
         ttl=None,
-        password_env=_DEFAULT_PASSWORD_ENV,
+        password_env=DEFAULT_PASSWORD_ENV,
         lock_timeout=60.0,
         socket_timeout=30.0,
     ):
@@ -262,10 +197,9 @@ class RedisEmbeddingCache:
         self.password_env = password_env
         self.lock_timeout = lock_timeout
         self.socket_timeout = socket_timeout
-        self._lock = threading.RLock()
         self._password_dropped = False
+        self._attach()
         self._reset()
-        _instances.add(self)
 
     def _config(self):
         return {
@@ -280,8 +214,7 @@ class RedisEmbeddingCache:
     def _reset(self):
         self._client = None
         self._pid = None
-        self._hits = self._misses = 0
-        self._pending_hits = self._pending_misses = 0
+        self._reset_counts()
 
     # -- pickling: the configuration, never a connection or a password ---------------
 
@@ -293,9 +226,8 @@ class RedisEmbeddingCache:
         for name, value in state.items():
             setattr(self, name, value)
         self._url_password = None
-        self._lock = threading.RLock()
+        self._attach()
         self._reset()
-        _instances.add(self)
 
     def __deepcopy__(self, memo):
         # A copy in this process (sklearn's clone) may keep the password in memory.
@@ -309,7 +241,7 @@ class RedisEmbeddingCache:
         for name, default in (
             ("prefix", "skembed"),
             ("ttl", None),
-            ("password_env", _DEFAULT_PASSWORD_ENV),
+            ("password_env", DEFAULT_PASSWORD_ENV),
             ("lock_timeout", 60.0),
             ("socket_timeout", 30.0),
         ):
@@ -324,7 +256,7 @@ class RedisEmbeddingCache:
             return self.url
         parts = urlsplit(self.url)
         user, _, host = parts.netloc.rpartition("@")
-        return _join_url(parts, f"{user}:***@{host}", parts.query)
+        return join_url(parts, f"{user}:***@{host}", parts.query)
 
     # -- the connection -------------------------------------------------------------
 
@@ -333,16 +265,12 @@ class RedisEmbeddingCache:
         with self._lock:
             if self._client is not None and self._pid == os.getpid():
                 return self._client
-            if self._client is not None:
-                _inherited.append(self._client)
-                self._reset()
-            redis = _import_redis()
-            password = self._url_password or os.environ.get(self.password_env or "") or None
-            self._client = redis.Redis.from_url(
+            self._leave_parent_handles(self._client)
+            self._client = make_client(
                 self.url,
-                password=password,
+                password=self._url_password,
+                password_env=self.password_env,
                 socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self.socket_timeout,
             )
             self._pid = os.getpid()
             return self._client
@@ -350,7 +278,7 @@ class RedisEmbeddingCache:
     @contextlib.contextmanager
     def _errors(self):
         """Redis failures as CacheError naming the server, never its password."""
-        redis = _import_redis()
+        redis = import_redis()
         try:
             yield
         except redis.AuthenticationError as exc:
@@ -403,36 +331,8 @@ class RedisEmbeddingCache:
 
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, keys, dim, *, count=True):
-        """Look up many keys at once: one round trip per chunk of keys.
-
-        Parameters
-        ----------
-        keys : sequence of bytes, or uint8 array of shape (n, 32)
-            Digests from :func:`~skembed._cache.cache_key`.
-        dim : int
-            Length of the vectors the caller expects.
-        count : bool, default=True
-            Whether to add this look-up to the hit/miss statistics.
-
-        Returns
-        -------
-        found : ndarray of shape (n,), dtype bool
-            Whether each key is cached.
-        vectors : ndarray of shape (n, dim), dtype float32
-            The cached vectors; rows of misses are zero.
-
-        Raises
-        ------
-        ValueError
-            If a key is cached with a vector of another length than ``dim``.
-        CacheCorruptionError
-            If a value is not one this cache wrote, or fails its checksum.
-        CacheError
-            If the server cannot be reached or refuses the command.
-        """
-        dim = _check_dim(dim)
-        hex_keys = _hex(_key_array(keys))
+    def _get(self, keys, dim):
+        hex_keys = _hex(keys)
         n = len(hex_keys)
         # Distinct keys are fetched once; ``first`` holds each one's first position.
         first = {}
@@ -444,29 +344,20 @@ class RedisEmbeddingCache:
         vectors = np.empty((len(unique), dim), dtype=np.float32)
         size = 4 * (_HEADER_WORDS + dim)
         chunk = max(1, min(_CHUNK_KEYS, _CHUNK_BYTES // size))
-        if unique:
-            client = self._redis()
-            with self._lock, self._errors():
-                for start in range(0, len(unique), chunk):
-                    names = self._entry_keys(unique[start : start + chunk])
-                    pipe = client.pipeline(transaction=False)
-                    self._queue_counters(pipe)  # rides along: no round trip of its own
-                    pipe.mget(names)
-                    values = pipe.execute()[-1]
-                    where = [first[key] for key in unique[start : start + chunk]]
-                    self._decode(values, dim, start, where, names, found, vectors)
-        vectors[~found] = 0
+        client = self._redis()
+        with self._lock, self._errors():
+            for start in range(0, len(unique), chunk):
+                names = self._entry_keys(unique[start : start + chunk])
+                pipe = client.pipeline(transaction=False)
+                self._queue_counters(pipe)  # rides along: no round trip of its own
+                pipe.mget(names)
+                values = pipe.execute()[-1]
+                where = [first[key] for key in unique[start : start + chunk]]
+                self._decode(values, dim, start, where, names, found, vectors)
         if len(unique) < n:
             index = {key: i for i, key in enumerate(unique)}
             inverse = np.fromiter((index[key] for key in hex_keys), dtype=np.intp, count=n)
             found, vectors = found[inverse], vectors[inverse]
-        if count:
-            hits = int(found.sum())
-            with self._lock:
-                self._hits += hits
-                self._misses += n - hits
-                self._pending_hits += hits
-                self._pending_misses += n - hits
         return found, vectors
 
     def _decode(self, values, dim, start, where, names, found, out):
@@ -483,7 +374,7 @@ class RedisEmbeddingCache:
             return
         rows = np.frombuffer(b"".join([values[i] for i in good]), dtype="<u4")
         rows = rows.reshape(len(good), _HEADER_WORDS + dim)
-        sums = rows[:, _HEADER_WORDS:].sum(axis=1, dtype=np.uint32)
+        sums = row_checksums(rows[:, _HEADER_WORDS:])
         bad = (rows[:, 0] != _MAGIC) | (rows[:, 1] != dim) | (rows[:, 2] != sums)
         if bad.any():
             i = good[int(np.flatnonzero(bad)[0])]
@@ -519,47 +410,15 @@ class RedisEmbeddingCache:
 
     # -- writing ----------------------------------------------------------------------
 
-    def put(self, keys, vectors):
-        """Store vectors: one round trip per chunk, each chunk stored atomically.
-
-        Keys already in the cache keep their vector (the first write wins).
-
-        Parameters
-        ----------
-        keys : sequence of bytes, or uint8 array of shape (n, 32)
-            Digests from :func:`~skembed._cache.cache_key`.
-        vectors : array-like of shape (n, dim)
-            Finite values; stored as float32.
-
-        Raises
-        ------
-        ValueError
-            If shapes disagree, a value is not finite, or a key is already cached
-            with a vector of another length (nothing of that chunk is stored).
-        CacheError
-            If the server cannot be reached or refuses the command.
-        """
-        array = _key_array(keys)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(array):
-            raise ValueError(
-                f"put() needs one vector per key: got {len(array)} keys and vectors of shape "
-                f"{vectors.shape}."
-            )
-        dim = _check_dim(vectors.shape[1])
-        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"Vector {row} contains NaN or infinity; nothing was cached.")
-        if len(array) == 0:
-            return
-        _, first = np.unique(array.view(f"V{_KEY_SIZE}").ravel(), return_index=True)
+    def _put(self, array, vectors):
+        dim = vectors.shape[1]
+        _, first = np.unique(array.view(f"V{KEY_SIZE}").ravel(), return_index=True)
         first.sort()
         rows = np.empty((len(first), _HEADER_WORDS + dim), dtype="<u4")
         rows[:, 0] = _MAGIC
         rows[:, 1] = dim
         rows[:, _HEADER_WORDS:] = vectors[first].view(np.uint32)
-        rows[:, 2] = rows[:, _HEADER_WORDS:].sum(axis=1, dtype=np.uint32)
+        rows[:, 2] = row_checksums(rows[:, _HEADER_WORDS:])
         raw, size = rows.tobytes(), rows.shape[1] * 4
         hex_keys = _hex(array[first])
         ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
@@ -604,10 +463,7 @@ class RedisEmbeddingCache:
         ------
         None
         """
-        digest = hashlib.blake2b(
-            namespace.encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
-        name = f"{self.prefix}:lock:{digest}"
+        name = f"{self.prefix}:lock:{lock_name(namespace)}"
         token = uuid.uuid4().hex
         expiry_ms = max(1, round(self.lock_timeout * 1000))
         client = self._redis()
@@ -628,12 +484,12 @@ class RedisEmbeddingCache:
             renewer.join()
             try:
                 client.eval(_RELEASE_SCRIPT, 1, name, token)
-            except _import_redis().RedisError as exc:
+            except import_redis().RedisError as exc:
                 # Waiters then wait for the expiry; an error here would hide the caller's.
                 _logger.warning("could not release the Redis cache lock: %s", exc)
 
     def _renew(self, client, name, token, expiry_ms, stop):
-        redis = _import_redis()
+        redis = import_redis()
         while not stop.wait(expiry_ms / 3000):
             try:
                 held = client.eval(_RENEW_SCRIPT, 1, name, token, expiry_ms)
@@ -703,7 +559,7 @@ class RedisEmbeddingCache:
     def clear(self):
         """Delete every entry under this prefix and reset the totals (never FLUSHDB).
 
-        Locks held by running jobs are left alone.
+        Locks held by running jobs, and resumable state, are left alone.
         """
         client = self._redis()
         with self._lock, self._errors():
@@ -712,38 +568,42 @@ class RedisEmbeddingCache:
             client.delete(self._stats_key)
             self._pending_hits = self._pending_misses = 0
 
+    def _state(self, parts):
+        return _RedisState(self, f"{self.prefix}:state:{'/'.join(parts)}")
+
+
+class _RedisState(StateBlob):
+    """A piece of resumable state in one Redis string (SET replaces it atomically)."""
+
+    def __init__(self, cache, key):
+        self._cache = cache
+        self._key = key
+        self.location = f"{key} (Redis {cache.url})"
+
+    def read(self):
+        client = self._cache._redis()
+        with self._cache._errors():
+            return client.get(self._key)
+
+    def write(self, data):
+        client = self._cache._redis()
+        with self._cache._errors():
+            client.set(self._key, data)
+
+    def delete(self):
+        client = self._cache._redis()
+        with self._cache._errors():
+            client.delete(self._key)
+
 
 # -- helpers -------------------------------------------------------------------------
 
 
-def _key_array(keys):
-    """Keys as a (n, 32) uint8 array; a key that is not a digest is a ValueError."""
-    if isinstance(keys, np.ndarray) and keys.dtype == np.uint8:
-        if keys.ndim != 2 or keys.shape[1] != _KEY_SIZE:
-            raise ValueError(f"A key array must have shape (n, {_KEY_SIZE}), got {keys.shape}.")
-        return np.ascontiguousarray(keys)
-    keys = list(keys)
-    for position, key in enumerate(keys):
-        if not isinstance(key, bytes) or len(key) != _KEY_SIZE:
-            raise ValueError(
-                f"Key {position} is not a {_KEY_SIZE}-byte digest from cache_key(): {key!r:.60}."
-            )
-    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, _KEY_SIZE)
-
-
 def _hex(array):
     text = array.tobytes().hex()
-    width = 2 * _KEY_SIZE
+    width = 2 * KEY_SIZE
     return [text[start : start + width] for start in range(0, len(text), width)]
 
 
 def _glob_escape(text):
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-@atexit.register
-def _close_all():
-    # Saves each handle's pending hit/miss counts; best effort.
-    for cache in list(_instances):
-        with contextlib.suppress(Exception):
-            cache.close()

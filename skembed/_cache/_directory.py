@@ -17,6 +17,10 @@ Layout of a cache directory (see ``docs/caching.rst`` for the measurements behin
 ``write.lock``, ``locks/*.lock``
     ``flock`` files: one serialising writers, one per namespace for callers that fetch
     misses.
+``<room>/<item>``
+    Resumable state (:meth:`~skembed._cache.CacheStore.state`), such as the Batch
+    API's ledgers in ``batch_jobs/``: each file replaced atomically, never read by
+    :meth:`EmbeddingCache.get`, left alone by :meth:`EmbeddingCache.clear`.
 
 Nothing in the directory holds a text, a namespace or a credential: only digests.
 A write appends and fsyncs the vectors before the index rows that point at them are
@@ -30,47 +34,47 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import sqlite3
-import struct
-import sys
 import tempfile
-import threading
 import time
 import uuid
 import warnings
-import weakref
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-    import msvcrt
+from ._base import (
+    CacheCorruptionError,
+    CacheError,
+    CacheStore,
+    CacheWarning,
+    default_cache_dir,
+    lock_name,
+    row_checksums,
+)
+from ._files import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    StateFile,
+    check_header,
+    fsync,
+    fsync_dir,
+    lock_file,
+    open_private,
+    pack_header,
+    pwrite_all,
+    read_rows,
+    unlock_file,
+)
 
-__all__ = [
-    "CacheCorruptionError",
-    "CacheError",
-    "CacheWarning",
-    "EmbeddingCache",
-    "cache_key",
-    "default_cache_dir",
-    "resolve_cache",
-]
+__all__ = ["INDEX_FILENAME", "EmbeddingCache"]
 
-FORMAT_VERSION = 1
 INDEX_FILENAME = "index.sqlite3"
 _WRITE_LOCK = "write.lock"
 _LOCK_DIR = "locks"
 _VECTOR_PREFIX = "vectors-"
 _VECTOR_SUFFIX = ".f32"
-_MAGIC = b"SKEMBVEC"
-_HEADER = struct.Struct("<8sII16s")
-_HEADER_SIZE = 64
-_KEY_SIZE = 32
 # Reads are recorded in memory and written to the entries' last-used times at most
 # this often, or per million reads, and when the handle closes: LRU order is exact to
 # about ten minutes, and a warm read loop rarely writes.
@@ -82,21 +86,6 @@ _EVICT_TO = 0.8
 _BUSY_TIMEOUT_SECONDS = 120.0
 # Rows are checksummed in blocks of this size, right after they are read.
 _CHECK_BLOCK_BYTES = 4 << 20
-_fsync = getattr(os, "fdatasync", os.fsync)
-# Connections and files inherited through fork belong to the parent: closing them in
-# the child could disturb the parent's SQLite locks, so the child keeps them referenced.
-_inherited = []
-_instances = weakref.WeakSet()
-
-
-def _after_fork_in_child():
-    # A lock held by another thread of the parent at fork time would never be released.
-    for cache in list(_instances):
-        cache._lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # An entry's record (``entries.meta``). Records are fixed-size blobs so that a look-up
 # returns all of its rows as one concatenated blob, decoded by numpy: no Python object
@@ -120,183 +109,8 @@ INSERT INTO counters VALUES ('hits', 0), ('misses', 0);
 """
 
 
-class CacheError(RuntimeError):
-    """The embedding cache cannot be used as it is.
-
-    Parameters
-    ----------
-    message : str
-        What is wrong, and how to fix it.
-    path : str
-        The file or directory at fault.
-
-    Attributes
-    ----------
-    path : str
-        The file or directory at fault.
-
-    Examples
-    --------
-    >>> from skembed import CacheError
-    >>> CacheError("the cache was written by a newer skembed", "/tmp/cache").path
-    '/tmp/cache'
-    """
-
-    def __init__(self, message, path):
-        super().__init__(message)
-        self.path = path
-
-
-class CacheCorruptionError(CacheError):
-    """A cache file is damaged: the cache refuses to serve a vector it cannot trust.
-
-    Parameters
-    ----------
-    message : str
-        What is damaged, and how to fix it.
-    path : str
-        The damaged file.
-
-    Examples
-    --------
-    >>> from skembed import CacheCorruptionError, CacheError
-    >>> error = CacheCorruptionError("checksum mismatch", "/tmp/cache/vectors-384-1.f32")
-    >>> isinstance(error, CacheError), error.path
-    (True, '/tmp/cache/vectors-384-1.f32')
-    """
-
-
-class CacheWarning(UserWarning):
-    """The cache works, but not as configured (for example, not persistently)."""
-
-
 def _now():
     return int(time.time())
-
-
-def cache_key(namespace, text):
-    """Digest of ``(namespace, text)``, the key of a vector in the cache.
-
-    Parameters
-    ----------
-    namespace : str
-        Identity of the vector space: endpoint (without credentials), model,
-        dimensions. Two namespaces never share a key.
-    text : str
-        The exact text that was embedded.
-
-    Returns
-    -------
-    bytes
-        32-byte BLAKE2b digest. The namespace is length-prefixed, so no pair of
-        (namespace, text) can produce the same input as another.
-
-    Examples
-    --------
-    >>> len(cache_key("model-a", "hello"))
-    32
-    >>> cache_key("model-a", "hello") == cache_key("model-b", "hello")
-    False
-    """
-    ns = namespace.encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(digest_size=_KEY_SIZE, person=b"skembed-key-v1")
-    digest.update(len(ns).to_bytes(8, "little"))
-    digest.update(ns)
-    digest.update(text.encode("utf-8", "surrogatepass"))
-    return digest.digest()
-
-
-def default_cache_dir():
-    """Directory of the per-user cache.
-
-    ``$SKEMBED_CACHE_DIR`` when set; otherwise ``$XDG_CACHE_HOME/skembed`` or
-    ``~/.cache/skembed`` on Linux, ``~/Library/Caches/skembed`` on macOS and
-    ``%LOCALAPPDATA%\\skembed\\Cache`` on Windows.
-
-    Returns
-    -------
-    str
-        Absolute path (the directory may not exist yet).
-
-    Examples
-    --------
-    >>> import os
-    >>> os.path.isabs(default_cache_dir())
-    True
-    """
-    configured = os.environ.get("SKEMBED_CACHE_DIR")
-    if configured:
-        return os.path.abspath(os.path.expanduser(configured))
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser(r"~\AppData\Local")
-        return os.path.join(base, "skembed", "Cache")
-    if sys.platform == "darwin":
-        return os.path.expanduser("~/Library/Caches/skembed")
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache")
-    return os.path.join(base, "skembed")
-
-
-_resolved = {}
-_resolved_lock = threading.Lock()
-
-
-def resolve_cache(spec):
-    """Turn a ``cache`` parameter value into an open cache, or ``None``.
-
-    Handles are kept per directory and process, so calling this for every
-    ``transform`` costs a dictionary look-up.
-
-    Parameters
-    ----------
-    spec : "default", bool, None, str, path-like, EmbeddingCache or RedisEmbeddingCache
-        ``"default"`` or ``True``: the per-user cache (:func:`default_cache_dir`).
-        ``None`` or ``False``: no cache. A ``redis://`` or ``rediss://`` URL (without
-        a password): a :class:`~skembed._redis_cache.RedisEmbeddingCache`. A path:
-        the cache in that directory (write ``"./default"`` for a directory named
-        ``default``). An :class:`EmbeddingCache` or ``RedisEmbeddingCache``: itself.
-
-    Returns
-    -------
-    EmbeddingCache, RedisEmbeddingCache or None
-
-    Examples
-    --------
-    >>> resolve_cache(None) is None
-    True
-    """
-    if spec is None or spec is False:
-        return None
-    # Imported here because it builds on this module; it imports the redis client lazily.
-    from ._redis_cache import RedisEmbeddingCache, cache_from_url
-
-    if isinstance(spec, (EmbeddingCache, RedisEmbeddingCache)):
-        return spec
-    factory = EmbeddingCache
-    if spec is True or (isinstance(spec, str) and spec == "default"):
-        path = default_cache_dir()
-    elif isinstance(spec, str) and spec.startswith(("redis://", "rediss://")):
-        factory, path = cache_from_url, spec
-    elif isinstance(spec, (str, os.PathLike)):
-        path = os.path.abspath(os.path.expanduser(os.fspath(spec)))
-    else:
-        raise TypeError(
-            "The 'cache' parameter must be 'default', True, False, None, a directory path, "
-            f"a redis:// URL or a cache object; got {type(spec).__name__}."
-        )
-    with _resolved_lock:
-        cache = _resolved.get(path)
-        if cache is None:
-            cache = _resolved[path] = factory(path)
-        return cache
-
-
-@atexit.register
-def _close_all():
-    # Saves each handle's hit/miss totals and LRU reads; a handle ignores this in a
-    # process that did not open it.
-    for cache in list(_instances):
-        cache.close()
 
 
 class _VectorFile:
@@ -320,7 +134,7 @@ class _NotWritable(Exception):
     """The cache directory cannot be written."""
 
 
-class EmbeddingCache:
+class EmbeddingCache(CacheStore):
     """Persistent, multi-process cache of float32 embedding vectors.
 
     Keys are 32-byte digests from :func:`cache_key`; the cache never sees a text.
@@ -376,9 +190,8 @@ class EmbeddingCache:
             )
         self.path = default_cache_dir() if path is None else os.path.abspath(os.fspath(path))
         self.max_size_bytes = None if max_size_bytes is None else int(max_size_bytes)
-        self._lock = threading.RLock()
+        self._attach()
         self._reset()
-        _instances.add(self)
         with self._lock:
             self._ensure_open()
 
@@ -390,9 +203,8 @@ class EmbeddingCache:
     def __setstate__(self, state):
         self.path = state["path"]
         self.max_size_bytes = state["max_size_bytes"]
-        self._lock = threading.RLock()
+        self._attach()
         self._reset()
-        _instances.add(self)
 
     def __repr__(self):
         limit = "" if self.max_size_bytes is None else f", max_size_bytes={self.max_size_bytes}"
@@ -404,8 +216,7 @@ class EmbeddingCache:
         self._index_id = None
         self._write_lock_file = None
         self._files = {}
-        self._hits = self._misses = 0
-        self._pending_hits = self._pending_misses = 0
+        self._reset_counts()
         self._touched = []  # ids read since the last-used times were last written
         self._touched_at = _now()
 
@@ -425,14 +236,14 @@ class EmbeddingCache:
                 return
             # The directory was deleted or replaced under us: start on the new one.
             self.close()
-        if self._pid is not None and self._pid != os.getpid():
-            _inherited.append((self._conn, self._files, self._write_lock_file))
-            self._reset()
+        self._leave_parent_handles(self._conn, self._files, self._write_lock_file)
         try:
             self._open()
         except _NotWritable as exc:
             fallback = tempfile.mkdtemp(prefix="skembed-cache-")
             atexit.register(_remove_tree, fallback, os.getpid())
+            # TODO(#15): a cache that can be read but not written is opened read-only
+            # (hits served, misses written to the fallback) instead of ignored.
             warnings.warn(
                 f"The embedding cache directory {self.path!r} is not writable ({exc}); "
                 f"caching in {fallback!r} instead, which is deleted when this process "
@@ -455,9 +266,9 @@ class EmbeddingCache:
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             os.makedirs(os.path.join(self.path, _LOCK_DIR), mode=0o700, exist_ok=True)
-            self._write_lock_file = _open_private(os.path.join(self.path, _WRITE_LOCK))
+            self._write_lock_file = open_private(os.path.join(self.path, _WRITE_LOCK))
             # Created here so that SQLite (and its -wal/-shm files) get mode 0600.
-            _open_private(self._index_path).close()
+            open_private(self._index_path).close()
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise _NotWritable(exc.strerror) from exc
@@ -553,11 +364,11 @@ class EmbeddingCache:
     @contextlib.contextmanager
     def _writer(self):
         """Serialise writers of this directory (all processes) and create/delete files."""
-        _lock_file(self._write_lock_file.fileno())
+        lock_file(self._write_lock_file.fileno())
         try:
             yield
         finally:
-            _unlock_file(self._write_lock_file.fileno())
+            unlock_file(self._write_lock_file.fileno())
 
     def _drop_handles(self):
         for vector_file in self._files.values():
@@ -587,41 +398,12 @@ class EmbeddingCache:
 
     # -- reading ------------------------------------------------------------------
 
-    def get(self, keys, dim, *, count=True):
-        """Look up many keys at once.
-
-        Parameters
-        ----------
-        keys : sequence of bytes, or uint8 array of shape (n, 32)
-            Digests from :func:`cache_key`.
-        dim : int
-            Length of the vectors the caller expects.
-        count : bool, default=True
-            Whether to add this look-up to the hit/miss statistics.
-
-        Returns
-        -------
-        found : ndarray of shape (n,), dtype bool
-            Whether each key is cached.
-        vectors : ndarray of shape (n, dim), dtype float32
-            The cached vectors; rows of misses are zero.
-
-        Raises
-        ------
-        ValueError
-            If a key is cached with a vector of another length than ``dim``.
-        CacheCorruptionError
-            If a file is truncated, replaced or fails its checksums.
-        """
-        dim = _check_dim(dim)
+    def _get(self, keys, dim):
         ids, k2 = _split_keys(keys)
-        n = len(ids)
-        found = np.zeros(n, dtype=bool)
+        found = np.zeros(len(ids), dtype=bool)
         # Not np.zeros: numpy asks for transparent huge pages only for uninitialised
         # memory, and faulting in 4 KiB pages adds about a fifth to the copy.
-        vectors = np.empty((n, dim), dtype=np.float32)
-        if n == 0:
-            return found, vectors
+        vectors = np.empty((len(ids), dim), dtype=np.float32)
         with self._lock:
             self._ensure_open()
             with self._sqlite_errors():
@@ -637,13 +419,7 @@ class EmbeddingCache:
                             raise self._unlisted_file_error(stale) from None
                 hits = np.flatnonzero(meta["found"])
                 found[hits] = True
-                vectors[~found] = 0
                 self._note_reads(ids[hits])
-            if count:
-                self._hits += hits.size
-                self._misses += n - hits.size
-                self._pending_hits += hits.size
-                self._pending_misses += n - hits.size
         return found, vectors
 
     def _lookup(self, ids, k2):
@@ -729,8 +505,8 @@ class EmbeddingCache:
                     buffer = out[rows[0] : rows[-1] + 1]
                 else:
                     buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
-                _read_rows(handle, path, slots[start : start + block], buffer)
-                sums = buffer.view(np.uint32).sum(axis=1, dtype=np.uint32)
+                read_rows(handle, path, slots[start : start + block], buffer)
+                sums = row_checksums(buffer.view(np.uint32))
                 if (sums != meta["checksum"][rows]).any():
                     raise CacheCorruptionError(
                         f"Cached vectors in {path} do not match their checksums: the file was "
@@ -783,7 +559,7 @@ class EmbeddingCache:
                 path,
             ) from None
         try:
-            _check_header(handle.read(_HEADER_SIZE), path, vector_file.dim, vector_file.uid)
+            check_header(handle.read(HEADER_SIZE), path, vector_file.dim, vector_file.uid)
         except BaseException:
             handle.close()
             raise
@@ -792,7 +568,7 @@ class EmbeddingCache:
         return handle
 
     def _check_bounds(self, vector_file, last_slot):
-        end = _HEADER_SIZE + (last_slot + 1) * 4 * vector_file.dim
+        end = HEADER_SIZE + (last_slot + 1) * 4 * vector_file.dim
         if end > vector_file.size:
             vector_file.size = os.fstat(vector_file.handle.fileno()).st_size
             if end > vector_file.size:
@@ -831,41 +607,9 @@ class EmbeddingCache:
 
     # -- writing ------------------------------------------------------------------
 
-    def put(self, keys, vectors):
-        """Store vectors; durable (fsynced and committed) when this returns.
-
-        Keys already in the cache keep their vector (the first write wins), so
-        ``put`` is idempotent and parallel writers never duplicate an entry.
-
-        Parameters
-        ----------
-        keys : sequence of bytes, or uint8 array of shape (n, 32)
-            Digests from :func:`cache_key`.
-        vectors : array-like of shape (n, dim)
-            Finite values; stored as float32.
-
-        Raises
-        ------
-        ValueError
-            If shapes disagree, a value is not finite, or a key is already cached
-            with a vector of another length.
-        """
+    def _put(self, keys, vectors):
         ids, k2 = _split_keys(keys)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-            raise ValueError(
-                f"put() needs one vector per key: got {len(ids)} keys and vectors of shape "
-                f"{vectors.shape}."
-            )
-        dim = _check_dim(vectors.shape[1])
-        # A float64 sum of float32 values cannot overflow, so it is finite exactly when
-        # every value is: one pass, no (n, dim) boolean temporary.
-        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"Vector {row} contains NaN or infinity; nothing was cached.")
-        if len(ids) == 0:
-            return
+        dim = vectors.shape[1]
         _, first = np.unique(ids, return_index=True)
         first.sort()
         with self._lock:
@@ -889,7 +633,7 @@ class EmbeddingCache:
 
     def _append(self, ids, k2, vectors):
         dim = vectors.shape[1]
-        checksums = vectors.view(np.uint32).sum(axis=1, dtype=np.uint32)
+        checksums = row_checksums(vectors.view(np.uint32))
         candidates = [f for f, v in self._files.items() if v.dim == dim]
         if candidates:
             file_id = max(candidates)
@@ -920,7 +664,7 @@ class EmbeddingCache:
             ) from None
         with handle:
             size = os.fstat(handle.fileno()).st_size
-            if size < _HEADER_SIZE:
+            if size < HEADER_SIZE:
                 raise CacheCorruptionError(
                     f"The embedding cache vector file {path} is truncated ({size} bytes). Run "
                     f"'python -m skembed cache clear --dir {self.path}'.",
@@ -928,11 +672,9 @@ class EmbeddingCache:
                 )
             # Bytes past the last whole row are left by a writer that died before
             # committing; no entry points at them, so the new rows start after them.
-            first_slot = -(-(size - _HEADER_SIZE) // row_bytes)
-            _pwrite_all(
-                handle, memoryview(vectors).cast("B"), _HEADER_SIZE + first_slot * row_bytes
-            )
-            _fsync(handle.fileno())
+            first_slot = -(-(size - HEADER_SIZE) // row_bytes)
+            pwrite_all(handle, memoryview(vectors).cast("B"), HEADER_SIZE + first_slot * row_bytes)
+            fsync(handle.fileno())
         conn = self._conn
         with _transaction(conn):
             if file_id is None:
@@ -955,11 +697,10 @@ class EmbeddingCache:
         """Write a new, empty vector file (header only, fsynced); return its name and uid."""
         uid = uuid.uuid4().bytes
         name = f"{_VECTOR_PREFIX}{dim}-{uid.hex()[:16]}{_VECTOR_SUFFIX}"
-        header = _HEADER.pack(_MAGIC, FORMAT_VERSION, dim, uid).ljust(_HEADER_SIZE, b"\0")
-        with _open_private(self._file_path(name), exclusive=True) as handle:
-            handle.write(header)
-            _fsync(handle.fileno())
-        _fsync_dir(self.path)
+        with open_private(self._file_path(name), exclusive=True) as handle:
+            handle.write(pack_header(dim, uid))
+            fsync(handle.fileno())
+        fsync_dir(self.path)
         return name, uid
 
     def _flush_counters(self, conn):
@@ -1003,7 +744,7 @@ class EmbeddingCache:
         width = {f: self._vector_file(f).dim for f in np.unique(file_ids).tolist()}
         dims = np.array([width[f] for f in file_ids.tolist()], dtype=np.int64)
         budget = int(self.max_size_bytes * _EVICT_TO) - self._index_bytes()
-        budget -= _HEADER_SIZE * len(np.unique(dims))
+        budget -= HEADER_SIZE * len(np.unique(dims))
         keep = np.cumsum(4 * dims) <= budget
         if keep.all():
             self._remove_unlisted_files()
@@ -1071,8 +812,8 @@ class EmbeddingCache:
                     "checksum": part["checksum"],
                 }
                 self._read(meta, buffer, np.arange(len(part)))
-                _pwrite_all(target, memoryview(buffer).cast("B"), _HEADER_SIZE + start * 4 * dim)
-            _fsync(target.fileno())
+                pwrite_all(target, memoryview(buffer).cast("B"), HEADER_SIZE + start * 4 * dim)
+            fsync(target.fileno())
         return name, uid
 
     def _remove_unlisted_files(self):
@@ -1104,15 +845,13 @@ class EmbeddingCache:
         """
         with self._lock:
             self._ensure_open()
-        digest = hashlib.blake2b(
-            namespace.encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
-        with _open_private(os.path.join(self.path, _LOCK_DIR, f"{digest}.lock")) as handle:
-            _lock_file(handle.fileno())
+        name = f"{lock_name(namespace)}.lock"
+        with open_private(os.path.join(self.path, _LOCK_DIR, name)) as handle:
+            lock_file(handle.fileno())
             try:
                 yield
             finally:
-                _unlock_file(handle.fileno())
+                unlock_file(handle.fileno())
 
     def stats(self):
         """Size and use of the cache.
@@ -1168,6 +907,14 @@ class EmbeddingCache:
                 self._remove_unlisted_files()
                 self._shrink_index()
 
+    def _state(self, parts):
+        room = parts[0]
+        if room in (_LOCK_DIR, _WRITE_LOCK) or room.startswith((INDEX_FILENAME, _VECTOR_PREFIX)):
+            raise ValueError(f"{room!r} is a name of the cache's own files; pick another room.")
+        with self._lock:
+            self._ensure_open()  # the directory in use (a fallback, if not writable)
+        return StateFile(os.path.join(self.path, *parts))
+
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -1203,38 +950,10 @@ def _record_blobs(records):
     return [raw[start : start + size] for start in range(0, len(raw), size)]
 
 
-def _check_dim(dim):
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-    return int(dim)
-
-
 def _split_keys(keys):
-    """The two signed 64-bit halves of each key's first 128 bits."""
-    if isinstance(keys, np.ndarray) and keys.dtype == np.uint8:
-        if keys.ndim != 2 or keys.shape[1] != _KEY_SIZE:
-            raise ValueError(f"A key array must have shape (n, {_KEY_SIZE}), got {keys.shape}.")
-        array = keys
-    else:
-        keys = list(keys)
-        try:
-            joined = b"".join(keys)
-            valid = set(map(len, keys)) <= {_KEY_SIZE}
-        except TypeError:
-            valid = False
-        if not valid:
-            position = next(
-                i
-                for i, key in enumerate(keys)
-                if not isinstance(key, bytes) or len(key) != _KEY_SIZE
-            )
-            raise ValueError(
-                f"Key {position} is not a {_KEY_SIZE}-byte digest from cache_key(): "
-                f"{keys[position]!r:.60}."
-            )
-        array = np.frombuffer(joined, dtype=np.uint8).reshape(-1, _KEY_SIZE)
-    ids = np.ascontiguousarray(array[:, :8]).view("<i8").ravel().astype(np.int64)
-    k2 = np.ascontiguousarray(array[:, 8:16]).view("<i8").ravel().astype(np.int64)
+    """The two signed 64-bit halves of each key's first 128 bits (keys: (n, 32) uint8)."""
+    ids = np.ascontiguousarray(keys[:, :8]).view("<i8").ravel().astype(np.int64)
+    k2 = np.ascontiguousarray(keys[:, 8:16]).view("<i8").ravel().astype(np.int64)
     return ids, k2
 
 
@@ -1251,114 +970,6 @@ def _chunks(values, size):
 
 def _is_vector_file(name):
     return name.startswith(_VECTOR_PREFIX) and name.endswith(_VECTOR_SUFFIX)
-
-
-def _open_private(path, exclusive=False):
-    """Open (creating with mode 0600) ``path`` for reading and writing, unbuffered."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0) | (os.O_EXCL if exclusive else 0)
-    return open(os.open(path, flags, 0o600), "r+b", buffering=0)
-
-
-def _fsync_dir(path):
-    # Makes a new file's directory entry durable; directories cannot be opened on Windows.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _check_header(header, path, dim, uid):
-    clear = f"Run 'python -m skembed cache clear --dir {os.path.dirname(path)}'."
-    if len(header) < _HEADER.size:
-        raise CacheCorruptionError(
-            f"The embedding cache vector file {path} is truncated (no header). {clear}", path
-        )
-    magic, version, file_dim, file_uid = _HEADER.unpack_from(header)
-    if magic == _MAGIC and version != FORMAT_VERSION:
-        raise CacheCorruptionError(
-            f"The embedding cache vector file {path} has format version {version}, but this "
-            f"version of skembed reads version {FORMAT_VERSION}. Upgrade skembed, or use "
-            f"another directory, or {clear[0].lower()}{clear[1:]}",
-            path,
-        )
-    if magic != _MAGIC or version != FORMAT_VERSION or file_dim != dim or file_uid != uid:
-        raise CacheCorruptionError(
-            f"The embedding cache vector file {path} does not match the index (header: "
-            f"magic {magic!r}, version {version}, {file_dim}-d): it was replaced or damaged. "
-            f"{clear}",
-            path,
-        )
-
-
-def _read_rows(handle, path, slots, buffer):
-    """Read the rows ``slots`` (ascending) of the vector file ``handle`` into ``buffer``."""
-    n, row_bytes = len(slots), buffer.shape[1] * 4
-    first, span = int(slots[0]), int(slots[-1] - slots[0]) + 1
-    if span == n:  # consecutive rows: one read
-        _pread_into(handle, memoryview(buffer).cast("B"), _HEADER_SIZE + first * row_bytes, path)
-    elif span <= 2 * n:  # dense: reading the gaps too costs less than a call per run
-        whole = np.empty((span, buffer.shape[1]), dtype=np.float32)
-        _pread_into(handle, memoryview(whole).cast("B"), _HEADER_SIZE + first * row_bytes, path)
-        np.take(whole, slots - first, axis=0, out=buffer)
-    else:  # sparse: one read per run of consecutive rows
-        flat = memoryview(buffer).cast("B")
-        starts = np.flatnonzero(np.concatenate(([True], np.diff(slots) != 1))).tolist()
-        for begin, stop in zip(starts, [*starts[1:], n], strict=True):
-            _pread_into(
-                handle,
-                flat[begin * row_bytes : stop * row_bytes],
-                _HEADER_SIZE + int(slots[begin]) * row_bytes,
-                path,
-            )
-
-
-def _pread_into(handle, buffer, offset, path):
-    """Fill ``buffer`` from ``offset`` of the file; a short file is corruption."""
-    while len(buffer):
-        if hasattr(os, "preadv"):  # a positioned read straight into the array
-            got = os.preadv(handle.fileno(), [buffer], offset)
-        else:
-            handle.seek(offset)
-            got = handle.readinto(buffer)
-        if not got:
-            raise CacheCorruptionError(
-                f"The embedding cache vector file {path} ended early (truncated while in use?).",
-                path,
-            )
-        buffer, offset = buffer[got:], offset + got
-
-
-def _pwrite_all(handle, data, offset):
-    while len(data):
-        if hasattr(os, "pwrite"):
-            written = os.pwrite(handle.fileno(), data, offset)
-        else:
-            handle.seek(offset)
-            written = handle.write(data)
-        data = data[written:]
-        offset += written
-
-
-def _lock_file(fd):
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    while True:  # msvcrt gives up after ten seconds; keep waiting like flock does
-        try:
-            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-            return
-        except OSError:
-            continue
-
-
-def _unlock_file(fd):
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    else:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 def _remove_tree(path, pid):

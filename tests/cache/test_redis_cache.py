@@ -9,38 +9,28 @@ import sys
 import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import cloudpickle
 import joblib
 import numpy as np
 import pytest
 
-from skembed._cache import CacheCorruptionError, CacheError, cache_key, resolve_cache
-from skembed._redis_cache import RedisEmbeddingCache, split_password
+from skembed._cache import CacheCorruptionError, CacheError, RedisEmbeddingCache, resolve_cache
+from skembed._redis import split_password
+from tests.cache.helpers import ROOT, redis_store
+from tests.cache.helpers import keys as _keys
+from tests.cache.helpers import vectors as _vectors
 from tests.fake_openai import expected_vector
 from tests.redis_server import free_port
 
 redis = pytest.importorskip("redis")
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def cache(redis_server):
     """A cache under a prefix of its own, so tests never see each other's keys."""
-    cache = RedisEmbeddingCache(redis_server.url(), prefix=f"test-{uuid.uuid4().hex[:8]}")
-    yield cache
-    cache.clear()
-    cache.close()
-
-
-def _keys(namespace, n, start=0):
-    return [cache_key(namespace, f"text number {i}") for i in range(start, start + n)]
-
-
-def _vectors(n, dim, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    with redis_store(redis_server) as cache:
+        yield cache
 
 
 def _entry(cache, key):
@@ -200,7 +190,7 @@ def test_ttl_is_set_on_write_and_an_expired_entry_is_a_miss(redis_server):
 _HOLDER = textwrap.dedent(
     """
     import os, signal, sys, time
-    from skembed._redis_cache import RedisEmbeddingCache
+    from skembed._cache import RedisEmbeddingCache
     url, prefix, timeout, hold, die = sys.argv[1:]
     cache = RedisEmbeddingCache(url, prefix=prefix, lock_timeout=float(timeout))
     with cache.lock("ns"):
@@ -363,7 +353,7 @@ def test_unreachable_server_is_a_cache_error_naming_it():
 
 def test_module_imports_neither_sklearn_nor_redis_and_names_the_extra(monkeypatch):
     code = (
-        "import sys, skembed._redis_cache\n"
+        "import sys, skembed._cache._redis\n"
         "assert 'sklearn' not in sys.modules and 'redis' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run(

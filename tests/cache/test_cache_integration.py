@@ -8,7 +8,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ from sklearn.pipeline import Pipeline
 
 from skembed import EmbeddingCache, OpenAIEmbeddingTransformer
 from skembed._cache import cache_key
+from tests.cache.helpers import ROOT as REPO
 from tests.fake_openai import expected_vector
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def labelled_texts(n, seed=0):
@@ -211,6 +209,7 @@ class _MeetingBackend:
 
     def __init__(self, pays_per_text):
         self.pays_per_text = pays_per_text
+        self.resumable = False
         self.meeting = threading.Barrier(2, timeout=2)
 
     def count_billed_tokens(self, texts):

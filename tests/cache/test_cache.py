@@ -17,27 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skembed import _cache
 from skembed._cache import (
     INDEX_FILENAME,
     CacheCorruptionError,
     CacheError,
     CacheWarning,
     EmbeddingCache,
+    _directory,
     cache_key,
     default_cache_dir,
     resolve_cache,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _keys(namespace, n, start=0):
-    return [cache_key(namespace, f"text number {i}") for i in range(start, start + n)]
-
-
-def _vectors(n, dim, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+from tests.cache.helpers import ROOT, directory_store
+from tests.cache.helpers import keys as _keys
+from tests.cache.helpers import run_cli as _skembed
+from tests.cache.helpers import vectors as _vectors
 
 
 def _vector_file(path):
@@ -47,9 +41,8 @@ def _vector_file(path):
 
 @pytest.fixture
 def cache(tmp_path):
-    cache = EmbeddingCache(tmp_path / "cache")
-    yield cache
-    cache.close()
+    with directory_store(tmp_path / "cache") as cache:
+        yield cache
 
 
 @pytest.fixture
@@ -262,7 +255,7 @@ def test_read_only_location_falls_back_to_a_temporary_cache(tmp_path):
     assert cache.get(_keys("ns", 3), 4)[0].all()
     cache.close()
     fallback = cache.path
-    _cache._remove_tree(fallback, os.getpid())  # what the exit hook does
+    _directory._remove_tree(fallback, os.getpid())  # what the exit hook does
     assert not os.path.exists(fallback)
 
 
@@ -510,7 +503,7 @@ def test_garbage_in_index_records_is_an_error(filled, field, value, message):
         if field is None:
             meta = meta[:-1]
         else:
-            record = np.frombuffer(meta, dtype=_cache._RECORD).copy()
+            record = np.frombuffer(meta, dtype=_directory._RECORD).copy()
             record[field] = value
             meta = record.tobytes()
         conn.execute("UPDATE entries SET meta = ? WHERE id = ?", (meta, rowid))
@@ -563,7 +556,7 @@ def _bounded_bytes(directory):
 
 def test_lru_eviction_respects_the_bound_and_recency(tmp_path, monkeypatch):
     clock = [1_000_000]
-    monkeypatch.setattr(_cache, "_now", lambda: clock[0])
+    monkeypatch.setattr(_directory, "_now", lambda: clock[0])
     directory = tmp_path / "cache"
     limit = 400_000
     cache = EmbeddingCache(directory, max_size_bytes=limit)
@@ -647,16 +640,6 @@ def test_stats_count_hits_and_misses_and_persist_totals(cache):
 
 
 # -- command line ----------------------------------------------------------------------
-
-
-def _skembed(*args, **env):
-    return subprocess.run(
-        [sys.executable, "-m", "skembed", *map(str, args)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_cli_info_and_clear(filled, tmp_path):
