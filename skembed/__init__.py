@@ -18,10 +18,10 @@ _PUBLIC = {
     "RedisEmbeddingCache": "._redis_cache",
     "CacheError": "._cache",
     "CacheCorruptionError": "._cache",
-    "BudgetExceededError": "._cost",
+    "BudgetExceededError": "._spending",
     "CostEstimate": "._cost",
     "UsageReport": "._usage",
-    "budget": "._cost",
+    "budget": "._spending",
     "track_usage": "._usage",
     "embed_partitions": "._dask",
 }

@@ -4,22 +4,30 @@ Both transformers call :func:`embed_texts`; it knows nothing of scikit-learn. Th
 guarantees that matter to a paying user live here: every vector a backend hands back
 is written to the cache *before* anything else can fail, a text already in the cache
 is never sent again, and nothing is sent that would cross a spending limit.
+
+Imports run one way: the job uses the spending limits (:mod:`skembed._spending`) and
+the cache; estimates (:mod:`skembed._cost`) and usage reports (:mod:`skembed._usage`)
+sit above it. Each call publishes its :class:`EmbeddingReport` to the listeners
+subscribed with :func:`report_listener`, which is how :func:`skembed.track_usage`
+hears of it without the job knowing that usage reports exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._cost import Spending, format_usd, model_name
-from ._usage import record
+from ._cache import cache_key
+from ._spending import Spending, format_usd, model_name
 from ._validation import describe_rows
 from .backends import EmbeddingError
 
-__all__ = ["EmbeddingReport", "cached_mask", "embed_texts"]
+__all__ = ["EmbeddingReport", "cached_mask", "embed_texts", "report_listener"]
 
 logger = logging.getLogger("skembed")
 
@@ -61,6 +69,34 @@ class EmbeddingReport:
     usd: float | None = 0.0
 
 
+_listeners = []  # callables handed each call's EmbeddingReport (track_usage blocks)
+_listeners_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def report_listener(listener):
+    """Hand ``listener`` the :class:`EmbeddingReport` of every call ending in the block.
+
+    Calls from all threads of this process are reported, failed ones included (what
+    they sent was paid for). ``listener`` runs in the calling thread, after the call's
+    vectors are cached: it must be quick and must not raise.
+    """
+    with _listeners_lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _listeners_lock:
+            _listeners.remove(listener)
+
+
+def _publish(report):
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(report)
+
+
 def _deduplicate(texts):
     """Return the distinct texts in first-seen order and, per row, its distinct index."""
     position = {}
@@ -78,8 +114,6 @@ def cached_mask(unique, backend, cache):
     if cache is None or dim is None or not unique:
         # Of a model of unknown width nothing can be read before its first answer.
         return np.zeros(len(unique), dtype=bool)
-    from ._cache import cache_key
-
     keys = [cache_key(backend.cache_namespace, text) for text in unique]
     return cache.get(keys, dim, count=False)[0]
 
@@ -133,7 +167,7 @@ def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, r
         # Also when failing: what was sent is paid for, and must show in the reports.
         report = job.report(len(texts), time.perf_counter() - start)
         _log(report, type(backend).__name__, failed)
-        record(report)
+        _publish(report)
     # Without duplicates the distinct texts are the rows, in order: no copy needed.
     return (vectors if len(unique) == len(texts) else vectors[inverse]), report
 
@@ -189,8 +223,6 @@ class _Job:
     def run(self):
         if self.cache is None:
             return self._fetch(np.arange(len(self.unique)), None)
-        from ._cache import cache_key
-
         self.keys = [cache_key(self.namespace, text) for text in self.unique]
         dim = getattr(self.backend, "n_dimensions", None)
         if dim is None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from skembed import OpenAIEmbeddingTransformer
-from skembed._cost import Budget, CostEstimate, budget
+from skembed._cost import CostEstimate
 from skembed._embed import embed_texts
+from skembed._spending import Budget, budget
 from skembed._tokens import count_tokens, truncate_text
 from skembed._usage import UsageReport, track_usage
 from skembed.backends import EmbeddingError, InputTooLongError
