@@ -16,7 +16,6 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from skembed import OpenAIEmbeddingTransformer
 from skembed._tokens import chunk_text, count_tokens
 from skembed.backends import EmbeddingAPIError, InputTooLongError
-from tests._sklearn_checks import TEXT_ESTIMATOR_CHECKS
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -306,11 +305,6 @@ def test_azure_endpoint(fake_server, monkeypatch):
 
 
 # -- sklearn contract ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("check", TEXT_ESTIMATOR_CHECKS, ids=lambda c: c.__name__)
-def test_sklearn_data_free_checks(check):
-    check("OpenAIEmbeddingTransformer", OpenAIEmbeddingTransformer())
 
 
 def test_invalid_parameters_are_reported_by_name():
