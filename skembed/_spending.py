@@ -9,8 +9,8 @@ of every request that may have been billed, and stops before one would cross the
 
 The embedding job (:mod:`skembed._embed`) holds one :class:`Spending` per call;
 estimates (:mod:`skembed._cost`) and usage reports (:mod:`skembed._usage`) use the
-helpers here. This module imports no other skembed module above the backends' base,
-and nothing here imports scikit-learn.
+helpers here. Of skembed it imports only the backends' base (the error it raises and
+the request meter it hands out); nothing here imports scikit-learn.
 """
 
 from __future__ import annotations
