@@ -77,6 +77,8 @@ sphinx_gallery_conf = {
     "write_computation_times": False,
     "download_all_examples": False,
     "remove_config_comments": True,
+    # The examples are numbered (plot_01_classification.py...): the number chooses the
+    # reading order, basics first.
     "within_subsection_order": "sphinx_gallery.sorting.FileNameSortKey",
 }
 

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ._cache import CacheStore, resolve_cache
+from ._cost import estimate_cost
 from ._embed import embed_texts
 from ._sklearn_compat import StrOptions, _fit_context
 from ._validation import check_texts
@@ -104,8 +105,6 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     def _estimate_cost(self, X):
         """A :class:`~skembed._cost.CostEstimate` of ``transform(X)``, sending nothing."""
-        from ._cost import estimate_cost
-
         self._validate_params()
         texts, valid = check_texts(X, invalid=self.on_invalid_text)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]

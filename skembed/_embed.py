@@ -4,23 +4,30 @@ Both transformers call :func:`embed_texts`; it knows nothing of scikit-learn. Th
 guarantees that matter to a paying user live here: every vector a backend hands back
 is written to the cache *before* anything else can fail, a text already in the cache
 is never sent again, and nothing is sent that would cross a spending limit.
+
+Imports run one way: the job uses the spending limits (:mod:`skembed._spending`) and
+the cache; estimates (:mod:`skembed._cost`) and usage reports (:mod:`skembed._usage`)
+sit above it. Each call publishes its :class:`EmbeddingReport` to the listeners
+subscribed with :func:`report_listener`, which is how :func:`skembed.track_usage`
+hears of it without the job knowing that usage reports exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._cache import cache_key
-from ._cost import Spending, format_usd, model_name
-from ._usage import record
+from ._spending import Spending, format_usd, model_name
 from ._validation import describe_rows
 from .backends import EmbeddingError
 
-__all__ = ["EmbeddingReport", "cached_mask", "embed_texts"]
+__all__ = ["EmbeddingReport", "cached_mask", "embed_texts", "report_listener"]
 
 logger = logging.getLogger("skembed")
 
@@ -60,6 +67,34 @@ class EmbeddingReport:
     n_requests: int = 0
     n_tokens: int = 0
     usd: float | None = 0.0
+
+
+_listeners = []  # callables handed each call's EmbeddingReport (track_usage blocks)
+_listeners_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def report_listener(listener):
+    """Hand ``listener`` the :class:`EmbeddingReport` of every call ending in the block.
+
+    Calls from all threads of this process are reported, failed ones included (what
+    they sent was paid for). ``listener`` runs in the calling thread, after the call's
+    vectors are cached: it must be quick and must not raise.
+    """
+    with _listeners_lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _listeners_lock:
+            _listeners.remove(listener)
+
+
+def _publish(report):
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(report)
 
 
 def _deduplicate(texts):
@@ -132,7 +167,7 @@ def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, r
         # Also when failing: what was sent is paid for, and must show in the reports.
         report = job.report(len(texts), time.perf_counter() - start)
         _log(report, type(backend).__name__, failed)
-        record(report)
+        _publish(report)
     # Without duplicates the distinct texts are the rows, in order: no copy needed.
     return (vectors if len(unique) == len(texts) else vectors[inverse]), report
 

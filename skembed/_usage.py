@@ -1,8 +1,9 @@
 """Usage reports: what embedding calls sent, served from cache, and cost.
 
-Every embedding call hands its :class:`~skembed._embed.EmbeddingReport` to
-:func:`record`, which adds it to each :func:`track_usage` block active in the process.
-Nothing here imports scikit-learn.
+Every embedding call publishes its :class:`~skembed._embed.EmbeddingReport`; each
+active :func:`track_usage` block listens (:func:`skembed._embed.report_listener`) and
+adds it to its :class:`UsageReport`. This module sits above the job, which never
+imports it. Nothing here imports scikit-learn.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import contextlib
 import threading
 from dataclasses import dataclass, fields
 
-from ._cost import format_usd
+from ._embed import report_listener
+from ._spending import format_usd
 
-__all__ = ["ModelUsage", "UsageReport", "record", "track_usage"]
-
-_trackers = []  # UsageReport objects of the active track_usage() blocks
-_trackers_lock = threading.Lock()
+__all__ = ["ModelUsage", "UsageReport", "track_usage"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,19 @@ class UsageReport:
         with self._lock:
             self._by_model[model] = self._by_model.get(model, ModelUsage()) + usage
 
+    def _add_call(self, report):
+        # The listener of a track_usage() block: one call's EmbeddingReport.
+        usage = ModelUsage(
+            n_calls=1,
+            n_rows=report.n_rows,
+            n_cache_hits=report.n_cache_hits,
+            n_sent=report.n_embedded,
+            n_requests=report.n_requests,
+            n_tokens=report.n_tokens,
+            usd=report.usd,
+        )
+        self.add(report.model, usage)
+
     @property
     def by_model(self):
         with self._lock:
@@ -167,29 +179,5 @@ def track_usage():
     (0, 0.0)
     """
     report = UsageReport()
-    with _trackers_lock:
-        _trackers.append(report)
-    try:
+    with report_listener(report._add_call):
         yield report
-    finally:
-        with _trackers_lock:
-            _trackers.remove(report)
-
-
-def record(report):
-    """Add one call's report to every active :func:`track_usage` block."""
-    with _trackers_lock:
-        trackers = list(_trackers)
-    if not trackers:
-        return
-    usage = ModelUsage(
-        n_calls=1,
-        n_rows=report.n_rows,
-        n_cache_hits=report.n_cache_hits,
-        n_sent=report.n_embedded,
-        n_requests=report.n_requests,
-        n_tokens=report.n_tokens,
-        usd=report.usd,
-    )
-    for tracker in trackers:
-        tracker.add(report.model, usage)

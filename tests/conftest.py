@@ -2,6 +2,7 @@
 
 import pytest
 
+from skembed import OpenAIEmbeddingTransformer
 from tests.fake_openai import FakeOpenAIServer
 from tests.redis_server import running_redis_server
 
@@ -19,6 +20,32 @@ def fake_server(fake_openai_server, monkeypatch):
     fake_openai_server.reset()
     monkeypatch.setenv("OPENAI_API_KEY", fake_openai_server.api_key)
     return fake_openai_server
+
+
+@pytest.fixture
+def openai_embedder_params():
+    """Parameters each ``openai_embedder()`` of a test gets unless it passes them.
+
+    Override this fixture in a test module to give its embedders their own defaults
+    (a small ``dimensions``, a cache fixture...).
+    """
+    return {}
+
+
+@pytest.fixture
+def openai_embedder(fake_server, openai_embedder_params):
+    """Make ``OpenAIEmbeddingTransformer(**params)`` pointed at the fake server.
+
+    No cache unless one is given; the module's ``openai_embedder_params`` then the call's
+    ``params`` override these defaults.
+    """
+
+    def make(**params):
+        return OpenAIEmbeddingTransformer(
+            **{"base_url": fake_server.base_url, "cache": None, **openai_embedder_params, **params}
+        )
+
+    return make
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import normalize
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skembed import LinearEmbeddingAdapter
 
@@ -73,11 +72,6 @@ def _best_threshold(cosines, target):
 def _threshold_accuracy(train_cos, train_target, test_cos, test_target):
     threshold = _best_threshold(train_cos, train_target)
     return np.mean((test_cos >= threshold) == (test_target > 0))
-
-
-@parametrize_with_checks([LinearEmbeddingAdapter()])
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 @pytest.mark.parametrize("objective", ["softmax", "mse"])

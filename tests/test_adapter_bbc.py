@@ -8,12 +8,12 @@ import pytest
 from skembed import LocalEmbeddingTransformer
 from skembed.datasets import load_bbc_news
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "customizing_embeddings.py"
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_adapter_bbc.py"
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("customizing_embeddings", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("bench_adapter_bbc", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

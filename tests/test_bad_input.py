@@ -29,7 +29,6 @@ from skembed import (
     CosineNearestNeighbors,
     LinearEmbeddingAdapter,
     LocalEmbeddingTransformer,
-    OpenAIEmbeddingTransformer,
     ZeroShotEmbeddingClassifier,
 )
 from skembed._base import BaseEmbeddingTransformer
@@ -118,10 +117,9 @@ class BrokenEmbedder(TransformerMixin, BaseEstimator):
         return vectors
 
 
-def _openai(server, **params):
-    return OpenAIEmbeddingTransformer(
-        base_url=server.base_url, cache=None, dimensions=DIM, **params
-    )
+@pytest.fixture
+def openai_embedder_params():
+    return {"dimensions": DIM}
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +202,7 @@ TEXT_ENTRY_POINTS = [
 def _text_call(kind, method, request):
     """The bound entry point to call with X."""
     if kind == "openai":
-        return getattr(_openai(request.getfixturevalue("fake_server")), method)
+        return getattr(request.getfixturevalue("openai_embedder")(), method)
     if kind == "local":
         return getattr(request.getfixturevalue("local"), method)
     if method == "fit":
@@ -249,8 +247,8 @@ ODD_BUT_VALID = [
 ]
 
 
-def test_odd_but_valid_unicode_reaches_the_api_unchanged(fake_server):
-    X = _openai(fake_server).fit_transform(ODD_BUT_VALID)
+def test_odd_but_valid_unicode_reaches_the_api_unchanged(openai_embedder):
+    X = openai_embedder().fit_transform(ODD_BUT_VALID)
     expected = np.stack([expected_vector(MODEL, t, DIM) for t in ODD_BUT_VALID])
     # The server's vector is a function of the exact text it received.
     np.testing.assert_allclose(X, expected, atol=1e-6)
@@ -301,10 +299,10 @@ def test_one_column_containers_are_accepted(kind, container, local, zero_shot):
 BLANKS = ["ok", None, "", "fine", float("nan"), "  \n", pd.NA]
 
 
-def test_zero_policy_openai_and_local(fake_server, local):
+def test_zero_policy_openai_and_local(fake_server, openai_embedder, local):
     valid = [0, 3]
     for embedder, kept in [
-        (_openai(fake_server, on_invalid_text="zero"), _openai(fake_server)),
+        (openai_embedder(on_invalid_text="zero"), openai_embedder()),
         (LocalEmbeddingTransformer(cache=None, on_invalid_text="zero"), local),
     ]:
         X = embedder.fit_transform(BLANKS)
@@ -315,8 +313,8 @@ def test_zero_policy_openai_and_local(fake_server, local):
     assert set(fake_server.stats()["text_counts"]) == {"ok", "fine"}
 
 
-def test_zero_policy_all_blank_rows(fake_server, local):
-    X = _openai(fake_server, on_invalid_text="zero").transform([None, " "])
+def test_zero_policy_all_blank_rows(fake_server, openai_embedder, local):
+    X = openai_embedder(on_invalid_text="zero").transform([None, " "])
     np.testing.assert_array_equal(X, np.zeros((2, DIM)))
     assert fake_server.stats(texts=False)["requests"] == 0
 
@@ -340,15 +338,15 @@ def ten_mb_text():
     return text
 
 
-def test_ten_megabyte_text_openai_error_names_the_row(fake_server, ten_mb_text):
+def test_ten_megabyte_text_openai_error_names_the_row(fake_server, openai_embedder, ten_mb_text):
     with pytest.raises(InputTooLongError, match=r"8192 tokens .*\(input row 1\)") as info:
-        _openai(fake_server).transform(["ok", ten_mb_text])
+        openai_embedder().transform(["ok", ten_mb_text])
     assert info.value.rows == (1,)
     assert fake_server.stats(texts=False)["requests"] == 0
 
 
-def test_ten_megabyte_text_openai_truncate(fake_server, ten_mb_text):
-    X = _openai(fake_server, long_input="truncate").transform(["ok", ten_mb_text])
+def test_ten_megabyte_text_openai_truncate(fake_server, openai_embedder, ten_mb_text):
+    X = openai_embedder(long_input="truncate").transform(["ok", ten_mb_text])
     head = truncate_text("word " * 9000, 8192)  # the same first 8192 tokens
     np.testing.assert_allclose(X[1], expected_vector(MODEL, head, DIM), atol=1e-6)
     stats = fake_server.stats(texts=False)
@@ -405,9 +403,11 @@ Y_CASES = [
 
 
 @pytest.mark.parametrize(("case", "y", "message"), Y_CASES, ids=[c[0] for c in Y_CASES])
-def test_zero_shot_bad_targets_are_refused_before_any_request(fake_server, case, y, message):
+def test_zero_shot_bad_targets_are_refused_before_any_request(
+    fake_server, openai_embedder, case, y, message
+):
     labels = [0.0, 1.0] if case == "nan-label" else ["sport", "finance"]
-    model = ZeroShotEmbeddingClassifier(labels=labels, embedder=_openai(fake_server))
+    model = ZeroShotEmbeddingClassifier(labels=labels, embedder=openai_embedder())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataConversionWarning)
         with pytest.raises(ValueError, match=message):
@@ -415,8 +415,8 @@ def test_zero_shot_bad_targets_are_refused_before_any_request(fake_server, case,
     assert fake_server.stats(texts=False)["requests"] == 0
 
 
-def test_zero_shot_mixed_label_types_without_labels(fake_server):
-    model = ZeroShotEmbeddingClassifier(embedder=_openai(fake_server))
+def test_zero_shot_mixed_label_types_without_labels(fake_server, openai_embedder):
+    model = ZeroShotEmbeddingClassifier(embedder=openai_embedder())
     with pytest.raises(ValueError, match="y mixes labels of types"):
         model.fit(["a goal", "a bond"], np.array(["sport", 1], dtype=object))
     assert fake_server.stats(texts=False)["requests"] == 0
@@ -749,9 +749,9 @@ def test_property_transform_path(items, policy):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(items=st.lists(_ITEMS, max_size=6), policy=st.sampled_from(["error", "zero"]))
-def test_property_openai_transform(fake_server, items, policy):
+def test_property_openai_transform(fake_server, openai_embedder, items, policy):
     fake_server.reset_stats()
-    X = _check_outcome(items, policy, _openai(fake_server, on_invalid_text=policy).transform)
+    X = _check_outcome(items, policy, openai_embedder(on_invalid_text=policy).transform)
     if X is None:
         assert fake_server.stats(texts=False)["requests"] == 0
         return

@@ -38,11 +38,15 @@ def _texts(prefix, n):
     return [f"{prefix} text {i}" for i in range(n)]
 
 
-def _embedder(server, cache, **params):
-    params = {"batch_size": 8, "batch_poll_interval": 0.02, **params}
-    return OpenAIEmbeddingTransformer(
-        base_url=server.base_url, dimensions=DIM, batch_api=True, cache=cache, **params
-    )
+@pytest.fixture
+def openai_embedder_params(cache):
+    return {
+        "batch_size": 8,
+        "batch_poll_interval": 0.02,
+        "dimensions": DIM,
+        "batch_api": True,
+        "cache": cache,
+    }
 
 
 def _backend(server, **params):
@@ -60,9 +64,9 @@ def _assert_embedded_once(server, texts):
     assert [counts.get(t) for t in texts] == [1] * len(texts)
 
 
-def test_completed_batch_matches_online_and_serves_it(server, cache):
+def test_completed_batch_matches_online_and_serves_it(server, openai_embedder, cache):
     texts = _texts("done", 40)
-    X = _embedder(server, cache).transform(texts)
+    X = openai_embedder().transform(texts)
     np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
     stats = server.stats()
     assert stats["batches_created"] == 1
@@ -75,11 +79,11 @@ def test_completed_batch_matches_online_and_serves_it(server, cache):
     _assert_embedded_once(server, texts)
 
 
-def test_online_results_serve_a_batch_job(server, cache):
+def test_online_results_serve_a_batch_job(server, openai_embedder, cache):
     texts = _texts("online first", 10)
     online = OpenAIEmbeddingTransformer(base_url=server.base_url, dimensions=DIM, cache=cache)
     online.transform(texts[:6])
-    X = _embedder(server, cache).transform(texts)
+    X = openai_embedder().transform(texts)
     np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
     assert server.stats()["batch_inputs"] == 4
     _assert_embedded_once(server, texts)
@@ -119,10 +123,10 @@ def test_fake_server_refuses_a_batch_over_its_limits(server):
     assert batch.output_file_id is None
 
 
-def test_partially_failed_batch_is_retried(server, cache):
+def test_partially_failed_batch_is_retried(server, openai_embedder, cache):
     server.configure_batches(plans=[{"fail_fraction": 0.5}])
     texts = _texts("partial", 48)
-    X = _embedder(server, cache).transform(texts)
+    X = openai_embedder().transform(texts)
     np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
     stats = server.stats()
     assert stats["batches_created"] == 2
@@ -130,19 +134,19 @@ def test_partially_failed_batch_is_retried(server, cache):
     _assert_embedded_once(server, texts)
 
 
-def test_failed_validation_is_resubmitted(server, cache):
+def test_failed_validation_is_resubmitted(server, openai_embedder, cache):
     server.configure_batches(plans=[{"outcome": "failed"}])
     texts = _texts("invalid once", 12)
-    X = _embedder(server, cache).transform(texts)
+    X = openai_embedder().transform(texts)
     np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
     assert server.stats()["batches_created"] == 2
 
 
-def test_persistent_line_failure_names_rows_and_keeps_the_rest(server, cache):
+def test_persistent_line_failure_names_rows_and_keeps_the_rest(server, openai_embedder, cache):
     texts = _texts("persistent", 32)
     texts[21] = "poison pill"
     server.configure_batches(fail_texts=["poison pill"])
-    embedder = _embedder(server, cache, batch_size=4)
+    embedder = openai_embedder(batch_size=4)
     with pytest.raises(EmbeddingAPIError, match="HTTP 400") as info:
         embedder.transform(texts)
     rows = info.value.rows
@@ -157,10 +161,10 @@ def test_persistent_line_failure_names_rows_and_keeps_the_rest(server, cache):
     assert server.stats()["batches_created"] == 3  # the first try and two resubmissions
 
 
-def test_expired_batch_keeps_the_completed_part(server, cache):
+def test_expired_batch_keeps_the_completed_part(server, openai_embedder, cache):
     server.configure_batches(plans=[{"outcome": "expired", "complete_fraction": 0.5}])
     texts = _texts("expired", 32)
-    X = _embedder(server, cache).transform(texts)
+    X = openai_embedder().transform(texts)
     np.testing.assert_allclose(X, _expected(texts), atol=1e-6)
     stats = server.stats()
     assert stats["batches_created"] == 2
@@ -169,10 +173,10 @@ def test_expired_batch_keeps_the_completed_part(server, cache):
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
-def test_interrupted_job_resumes_its_batches(server, cache):
+def test_interrupted_job_resumes_its_batches(server, openai_embedder, cache):
     server.configure_batches(completion_seconds=1.0)
     texts = _texts("resume", 40)
-    embedder = _embedder(server, cache)
+    embedder = openai_embedder()
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt  # what Ctrl-C does while the job polls
@@ -256,11 +260,13 @@ def _interrupted(run, after=0.5):
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
-def test_ledger_lives_in_the_cache_directory_of_the_job(server, tmp_path, monkeypatch):
+def test_ledger_lives_in_the_cache_directory_of_the_job(
+    server, openai_embedder, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SKEMBED_CACHE_DIR", str(tmp_path / "default"))
     server.configure_batches(completion_seconds=1.0)
     texts = _texts("ledger in its cache", 40)
-    embedder = _embedder(server, str(tmp_path / "cache"))
+    embedder = openai_embedder(cache=str(tmp_path / "cache"))
     _interrupted(lambda: embedder.transform(texts))
     (ledger,) = (tmp_path / "cache" / "batch_jobs").glob("*.json")
     data = ledger.read_bytes()
@@ -281,7 +287,7 @@ def test_ledger_lives_in_the_cache_directory_of_the_job(server, tmp_path, monkey
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
 def test_ledger_lives_under_the_redis_prefix_of_the_job(
-    server, redis_server, tmp_path, monkeypatch
+    server, openai_embedder, redis_server, tmp_path, monkeypatch
 ):
     from skembed import RedisEmbeddingCache
 
@@ -289,7 +295,7 @@ def test_ledger_lives_under_the_redis_prefix_of_the_job(
     server.configure_batches(completion_seconds=1.0)
     texts = _texts("ledger in redis", 40)
     cache = RedisEmbeddingCache(redis_server.url(), prefix="batch-ledger-test")
-    embedder = _embedder(server, cache)
+    embedder = openai_embedder(cache=cache)
     _interrupted(lambda: embedder.transform(texts))
     client = redis_server.client()
     (name,) = client.keys("batch-ledger-test:state:batch_jobs/*.json")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from skembed import OpenAIEmbeddingTransformer
-from skembed._cost import Budget, CostEstimate, budget
+from skembed._cost import CostEstimate
 from skembed._embed import embed_texts
+from skembed._spending import Budget, budget
 from skembed._tokens import count_tokens, truncate_text
 from skembed._usage import UsageReport, track_usage
 from skembed.backends import EmbeddingError, InputTooLongError
@@ -23,10 +24,6 @@ PRICE = 0.02  # USD per 1M tokens, text-embedding-3-small's list price
 # (and billed) is one token less than the limit.
 AWKWARD_LONG = " ".join(["cat"] * 8187) + " 漢" * 200
 LONG = "lorem ipsum dolor sit amet " * 2000  # ~10k tokens
-
-
-def make_embedder(server, cache=None, **params):
-    return OpenAIEmbeddingTransformer(base_url=server.base_url, cache=cache, **params)
 
 
 def corpus(n=300, seed=0):
@@ -50,9 +47,11 @@ def test_awkward_text_is_billed_below_the_limit():
         {"long_input": "chunk", "model": "text-embedding-3-large"},
     ],
 )
-def test_estimate_equals_the_tokens_the_server_counts(fake_server, tmp_path, params):
+def test_estimate_equals_the_tokens_the_server_counts(
+    fake_server, openai_embedder, tmp_path, params
+):
     texts = corpus()
-    embedder = make_embedder(fake_server, cache=tmp_path / "cache", batch_size=64, **params)
+    embedder = openai_embedder(cache=tmp_path / "cache", batch_size=64, **params)
     warm = [*texts[:100], LONG]  # already paid for: free from now on
     embedder.transform(warm)
     fake_server.reset_stats()
@@ -74,21 +73,21 @@ def test_estimate_equals_the_tokens_the_server_counts(fake_server, tmp_path, par
     assert (again.n_cached, again.n_tokens, again.usd) == (again.n_unique, 0, 0.0)
 
 
-def test_estimate_without_cache_counts_each_distinct_text_once(fake_server):
+def test_estimate_without_cache_counts_each_distinct_text_once(openai_embedder):
     texts = ["tiktoken is great!", "a", "a", "tiktoken is great!"]
-    estimate = make_embedder(fake_server).estimate_cost(texts)
+    estimate = openai_embedder().estimate_cost(texts)
     assert (estimate.n_unique, estimate.n_cached, estimate.n_tokens) == (2, 0, 7)
 
 
-def test_estimate_is_offline_and_needs_no_key(fake_server, monkeypatch, tmp_path):
+def test_estimate_is_offline_and_needs_no_key(fake_server, openai_embedder, monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY")
-    estimate = make_embedder(fake_server, cache=tmp_path).estimate_cost(["a text", "another"])
+    estimate = openai_embedder(cache=tmp_path).estimate_cost(["a text", "another"])
     assert estimate.n_tokens == count_tokens(["a text", "another"]).sum()
     assert fake_server.stats(texts=False)["requests"] == 0
 
 
-def test_estimate_validates_like_transform(fake_server):
-    embedder = make_embedder(fake_server)
+def test_estimate_validates_like_transform(fake_server, openai_embedder):
+    embedder = openai_embedder()
     for bad in ("a bare string", ["ok", None]):
         with pytest.raises(ValueError) as from_transform:
             embedder.transform(bad)
@@ -119,9 +118,9 @@ def test_unknown_price_and_price_override():
 # -- budgets --------------------------------------------------------------------------
 
 
-def test_budget_refuses_before_any_request(fake_server):
+def test_budget_refuses_before_any_request(fake_server, openai_embedder):
     texts = [f"review number {i}, soft and comfortable" for i in range(50)]
-    embedder = make_embedder(fake_server)
+    embedder = openai_embedder()
     estimate = embedder.estimate_cost(texts)
     for params, limit in (
         ({"max_tokens": estimate.n_tokens - 1}, f"max_tokens={estimate.n_tokens - 1:,}"),
@@ -141,9 +140,9 @@ def test_budget_refuses_before_any_request(fake_server):
     assert fake_server.stats(texts=False)["tokens"] == estimate.n_tokens
 
 
-def test_cached_texts_do_not_count_against_the_budget(fake_server, tmp_path):
+def test_cached_texts_do_not_count_against_the_budget(fake_server, openai_embedder, tmp_path):
     texts = [f"a review about fabric {i}" for i in range(80)]
-    embedder = make_embedder(fake_server, cache=tmp_path)
+    embedder = openai_embedder(cache=tmp_path)
     embedder.transform(texts[:60])
     rest = int(count_tokens(texts[60:]).sum())
     fake_server.reset_stats()
@@ -154,10 +153,12 @@ def test_cached_texts_do_not_count_against_the_budget(fake_server, tmp_path):
     assert fake_server.stats(texts=False)["tokens"] == rest
 
 
-def test_budget_block_spans_calls_and_keeps_what_was_received(fake_server, tmp_path):
+def test_budget_block_spans_calls_and_keeps_what_was_received(
+    fake_server, openai_embedder, tmp_path
+):
     first = [f"first batch text {i}" for i in range(40)]
     second = [f"second batch text {i}" for i in range(40)]
-    embedder = make_embedder(fake_server, cache=tmp_path)
+    embedder = openai_embedder(cache=tmp_path)
     n_first, n_second = (int(count_tokens(t).sum()) for t in (first, second))
     with budget(max_tokens=n_first + n_second - 1) as spent:
         X = embedder.transform(first)
@@ -174,14 +175,14 @@ def test_budget_block_spans_calls_and_keeps_what_was_received(fake_server, tmp_p
     embedder.transform(second)
 
 
-def test_budget_blocks_nest_and_cost_limits_need_a_price(fake_server):
+def test_budget_blocks_nest_and_cost_limits_need_a_price(fake_server, openai_embedder):
     texts = ["one text", "two texts"]
     n_tokens = int(count_tokens(texts).sum())
-    embedder = make_embedder(fake_server)
+    embedder = openai_embedder()
     with budget(max_cost=1.0), budget(max_tokens=n_tokens - 1), pytest.raises(BudgetExceededError):
         embedder.transform(texts)
     fake_server.configure(extra_models={"my-model": 8})
-    unknown = make_embedder(fake_server, model="my-model", dimensions=8)
+    unknown = openai_embedder(model="my-model", dimensions=8)
     with budget(max_cost=1.0), pytest.raises(ValueError, match="usd_per_million_tokens"):
         unknown.transform(texts)
     assert fake_server.stats(texts=False)["requests"] == 0
@@ -197,10 +198,10 @@ def test_bad_budget_values_are_refused():
         OpenAIEmbeddingTransformer(max_tokens=-5).fit(["a"])
 
 
-def test_errors_are_not_billed_but_lost_answers_may_be(fake_server):
+def test_errors_are_not_billed_but_lost_answers_may_be(fake_server, openai_embedder):
     texts = [f"short text {i}" for i in range(10)]
     n_tokens = int(count_tokens(texts).sum())
-    embedder = make_embedder(fake_server, max_tokens=n_tokens, max_retries=2)
+    embedder = openai_embedder(max_tokens=n_tokens, max_retries=2)
     # A 500 is not billed: its retry fits in a budget of exactly the job.
     fake_server.configure(faults=[{"kind": "500", "retry_after": 0}])
     embedder.transform(texts)
@@ -270,9 +271,9 @@ def test_free_backends_pass_any_budget_and_report_no_tokens():
 # -- usage reports --------------------------------------------------------------------
 
 
-def test_usage_report_matches_the_server(fake_server, tmp_path, caplog):
-    small = make_embedder(fake_server, cache=tmp_path, batch_size=16)
-    large = make_embedder(fake_server, cache=tmp_path, model="text-embedding-3-large")
+def test_usage_report_matches_the_server(fake_server, openai_embedder, tmp_path, caplog):
+    small = openai_embedder(cache=tmp_path, batch_size=16)
+    large = openai_embedder(cache=tmp_path, model="text-embedding-3-large")
     texts = [f"comfortable dress number {i}" for i in range(60)]
     fake_server.configure(faults=[{"kind": "503", "retry_after": 0}])
     with track_usage() as usage, caplog.at_level(logging.INFO, logger="skembed"):
@@ -300,9 +301,9 @@ def test_usage_report_matches_the_server(fake_server, tmp_path, caplog):
     assert any("60 distinct" in m and "from cache" in m and " tokens, $" in m for m in logged)
 
 
-def test_usage_counts_failed_calls(fake_server):
+def test_usage_counts_failed_calls(fake_server, openai_embedder):
     texts = [f"text {i}" for i in range(20)]
-    embedder = make_embedder(fake_server, max_retries=0, batch_size=10, max_concurrency=1)
+    embedder = openai_embedder(max_retries=0, batch_size=10, max_concurrency=1)
     fake_server.configure(faults=[{"kind": "ok"}, {"kind": "500"}])
     with track_usage() as usage, pytest.raises(EmbeddingError):
         embedder.transform(texts)
@@ -317,9 +318,9 @@ def test_usage_counts_failed_calls(fake_server):
     )
 
 
-def test_no_key_in_any_report(fake_server, tmp_path, caplog):
+def test_no_key_in_any_report(fake_server, openai_embedder, tmp_path, caplog):
     key = fake_server.api_key
-    embedder = make_embedder(fake_server, cache=tmp_path, max_tokens=10**6)
+    embedder = openai_embedder(cache=tmp_path, max_tokens=10**6)
     with (
         track_usage() as usage,
         budget(max_cost=1.0) as spent,
@@ -344,12 +345,12 @@ def test_cost_plumbing_imports_no_sklearn():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_model_of_unknown_width_is_counted_and_limited(fake_server, tmp_path):
+def test_model_of_unknown_width_is_counted_and_limited(fake_server, openai_embedder, tmp_path):
     # Its width is learned from one text before the cache can be read: that text is
     # paid for, checked against the budget, and reported as sent, not as a cache hit.
     fake_server.configure(extra_models={"my-model": 8})
     texts = [f"text {i}" for i in range(30)]
-    embedder = make_embedder(fake_server, model="my-model", cache=tmp_path)
+    embedder = openai_embedder(model="my-model", cache=tmp_path)
     n_tokens = int(count_tokens(texts).sum())
     with pytest.raises(BudgetExceededError):
         embedder.set_params(max_tokens=1).transform(texts)

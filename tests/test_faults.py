@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from skembed import EmbeddingCache, OpenAIEmbeddingTransformer
+from skembed import EmbeddingCache
 from skembed._cache import cache_key
 from skembed.backends import EmbeddingAPIError, _openai
 from tests.fake_openai import expected_vector
@@ -28,13 +28,13 @@ def expected(texts):
     return np.stack([expected_vector(MODEL, text, DIM) for text in texts])
 
 
-def cache_namespace(server):
-    return embedder(server)._backend().cache_namespace
+@pytest.fixture
+def openai_embedder_params():
+    return {"dimensions": DIM}
 
 
-def embedder(server, **params):
-    params = {"dimensions": DIM, "cache": None, **params}
-    return OpenAIEmbeddingTransformer(base_url=server.base_url, **params)
+def cache_namespace(openai_embedder):
+    return openai_embedder()._backend().cache_namespace
 
 
 def settled_stats(server, timeout=10.0):
@@ -60,7 +60,7 @@ def worst_backoff(retries):
 
 
 @pytest.mark.slow
-def test_twenty_thousand_texts_through_every_kind_of_fault(fake_server):
+def test_twenty_thousand_texts_through_every_kind_of_fault(fake_server, openai_embedder):
     texts = [f"fault suite text {i}" for i in range(20_000)]
     p_fail = {"500": 0.10, "drop": 0.05, "timeout": 0.02}
     n_429 = 8
@@ -75,9 +75,7 @@ def test_twenty_thousand_texts_through_every_kind_of_fault(fake_server):
     )
     batch_size = 50
     start = time.perf_counter()
-    X = embedder(fake_server, batch_size=batch_size, max_concurrency=8, timeout=1.0).transform(
-        texts
-    )
+    X = openai_embedder(batch_size=batch_size, max_concurrency=8, timeout=1.0).transform(texts)
     elapsed = time.perf_counter() - start
 
     # Every row is the server's clean vector for its text, in order.
@@ -106,12 +104,14 @@ def test_twenty_thousand_texts_through_every_kind_of_fault(fake_server):
     )
 
 
-def test_slow_answers_the_client_abandoned_are_the_only_ones_paid_twice(fake_server):
+def test_slow_answers_the_client_abandoned_are_the_only_ones_paid_twice(
+    fake_server, openai_embedder
+):
     # The real API bills an answer even when the client stopped waiting for it; nothing
     # on the client's side can tell, so its retry pays again. Only those texts may.
     texts = [f"slow text {i}" for i in range(1_000)]
     fake_server.configure(faults=[{"kind": "ok"}, {"kind": "slow", "seconds": 2.5}] * 3)
-    X = embedder(fake_server, batch_size=50, max_concurrency=4, timeout=1.0).transform(texts)
+    X = openai_embedder(batch_size=50, max_concurrency=4, timeout=1.0).transform(texts)
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
     stats = settled_stats(fake_server)
     assert stats["requests_by_status"]["slow"] == 3
@@ -122,7 +122,7 @@ def test_slow_answers_the_client_abandoned_are_the_only_ones_paid_twice(fake_ser
 
 
 def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arrived(
-    fake_server, tmp_path
+    fake_server, openai_embedder, tmp_path
 ):
     texts = [f"outage text {i}" for i in range(2_000)]
     n_ok, max_retries = 10, 3
@@ -131,8 +131,8 @@ def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arriv
     cache = str(tmp_path / "cache")
     start = time.perf_counter()
     with pytest.raises(EmbeddingAPIError) as info:
-        embedder(
-            fake_server, cache=cache, batch_size=50, max_concurrency=4, max_retries=max_retries
+        openai_embedder(
+            cache=cache, batch_size=50, max_concurrency=4, max_retries=max_retries
         ).transform(texts)
     elapsed = time.perf_counter() - start
     error = info.value
@@ -151,7 +151,7 @@ def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arriv
     # Everything the ten successful requests returned is in the cache, exactly.
     paid = set(stats["text_counts"])
     assert len(paid) == n_ok * 50
-    keys = [cache_key(cache_namespace(fake_server), text) for text in texts]
+    keys = [cache_key(cache_namespace(openai_embedder), text) for text in texts]
     store = EmbeddingCache(cache)
     found, vectors = store.get(keys, DIM)
     store.close()
@@ -160,7 +160,7 @@ def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arriv
 
     # After the outage, a re-run sends only what was missing.
     fake_server.reset()
-    X = embedder(fake_server, cache=cache, batch_size=50).transform(texts)
+    X = openai_embedder(cache=cache, batch_size=50).transform(texts)
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
     assert set(fake_server.stats()["text_counts"]) == set(texts) - paid
 
@@ -191,30 +191,32 @@ class _FullDisk(EmbeddingCache):
         super().put(keys, vectors)
 
 
-def test_a_failing_cache_write_stops_the_job_instead_of_paying_for_the_rest(fake_server, tmp_path):
+def test_a_failing_cache_write_stops_the_job_instead_of_paying_for_the_rest(
+    fake_server, openai_embedder, tmp_path
+):
     fake_server.configure(latency=0.02)
     texts = [f"disk text {i}" for i in range(2_000)]
     cache = _FullDisk(tmp_path / "cache")
     with pytest.raises(OSError, match="No space left"):
-        embedder(fake_server, cache=cache, batch_size=20, max_concurrency=2).transform(texts)
+        openai_embedder(cache=cache, batch_size=20, max_concurrency=2).transform(texts)
     # After the first failed write, only requests its two threads had under way were
     # answered (and paid for): at most one finished and one in flight per thread, not
     # the rest of the 100 the job planned.
     assert settled_stats(fake_server)["requests"] <= cache.handed // 20 + 2 * 2
     # What the good writes stored stays readable (answers that arrive after the failure
     # are offered to the cache too, in case the failure was passing).
-    found, vectors = cache.get([cache_key(cache_namespace(fake_server), t) for t in texts], DIM)
+    found, vectors = cache.get([cache_key(cache_namespace(openai_embedder), t) for t in texts], DIM)
     assert found.sum() >= 20
     np.testing.assert_allclose(vectors[found], expected(np.array(texts)[found]), atol=1e-6)
     cache.close()
 
 
-def test_exhausted_quota_fails_at_once_instead_of_retrying(fake_server):
+def test_exhausted_quota_fails_at_once_instead_of_retrying(fake_server, openai_embedder):
     # Also a 429, but waiting cannot help: the default 8 retries would take a minute.
     fake_server.configure(faults=[{"kind": "quota"}] * 50)
     start = time.perf_counter()
     with pytest.raises(EmbeddingAPIError, match="HTTP 429.*exceeded your current quota") as info:
-        embedder(fake_server, batch_size=50, max_concurrency=2).transform(
+        openai_embedder(batch_size=50, max_concurrency=2).transform(
             [f"quota text {i}" for i in range(500)]
         )
     assert time.perf_counter() - start < 5

@@ -10,7 +10,6 @@ from sklearn.base import clone
 from skembed import LocalEmbeddingTransformer
 from skembed.backends import InputTooLongError
 from tests._backends import local_backend
-from tests._sklearn_checks import TEXT_ESTIMATOR_CHECKS
 
 SENTENCES = ["A cat sits on the mat.", "The stock market fell today.", "A kitten on a rug."]
 
@@ -75,8 +74,3 @@ def test_feature_names_and_pandas_output():
     out = embedder.fit_transform(pd.DataFrame({"t": SENTENCES[:2]}))
     assert out.shape == (2, 384)
     assert out.columns[0] == "localembeddingtransformer0"
-
-
-@pytest.mark.parametrize("check", TEXT_ESTIMATOR_CHECKS, ids=lambda c: c.__name__)
-def test_sklearn_data_free_checks(check):
-    check("LocalEmbeddingTransformer", LocalEmbeddingTransformer())

@@ -13,27 +13,9 @@ from sklearn.metrics.pairwise import cosine_distances
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skembed.neighbors import CosineNearestNeighbors, cosine_diversity
 from tests.test_math import assert_same_neighbors
-
-_ZERO_ROWS_REFUSED = (
-    "fits integer data that contains an all-zero row; zero rows are refused by design "
-    "(their cosine is undefined)"
-)
-
-
-def _expected_failed_checks(estimator):
-    return {"check_estimators_dtypes": _ZERO_ROWS_REFUSED}
-
-
-@parametrize_with_checks(
-    [CosineNearestNeighbors(), CosineNearestNeighbors(algorithm="hnsw", random_state=0)],
-    expected_failed_checks=_expected_failed_checks,
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 def _clustered(n_samples, n_features, n_clusters, seed, spread=0.4):

@@ -150,11 +150,9 @@ def canary_server(fake_server, monkeypatch):
     return fake_server
 
 
-def _embedder(server, **params):
-    params.setdefault("cache", None)
-    params.setdefault("max_retries", 1)
-    params.setdefault("dimensions", 16)
-    return OpenAIEmbeddingTransformer(base_url=server.base_url, **params)
+@pytest.fixture
+def openai_embedder_params():
+    return {"max_retries": 1, "dimensions": 16}
 
 
 def scan_cache(directory):
@@ -169,11 +167,11 @@ def scan_cache(directory):
 
 
 def test_successful_job_leaves_no_key_anywhere(
-    canary_server, all_logs, tmp_path, monkeypatch, capsys
+    canary_server, openai_embedder, all_logs, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.delenv("TQDM_DISABLE")  # the progress bar is under test
     cache_dir = tmp_path / "cache"
-    embedder = _embedder(canary_server, cache=str(cache_dir), verbose=True)
+    embedder = openai_embedder(cache=str(cache_dir), verbose=True)
     texts = [f"private note {i}" for i in range(40)]
     X = embedder.fit_transform(texts)
     assert X.shape == (40, 16)
@@ -189,10 +187,10 @@ def test_successful_job_leaves_no_key_anywhere(
     np.testing.assert_allclose(restored.transform(texts[:3]), X[:3])
 
 
-def test_zero_shot_wrapping_the_openai_embedder(canary_server, all_logs, tmp_path):
+def test_zero_shot_wrapping_the_openai_embedder(canary_server, openai_embedder, all_logs, tmp_path):
     model = ZeroShotEmbeddingClassifier(
         labels={"sport": "a text about sport", "money": "a text about money"},
-        embedder=_embedder(canary_server),
+        embedder=openai_embedder(),
     )
     scan_estimator(model, tmp_path, "unfitted zero-shot")
     model.fit(["a goal", "a bond", "a match"])
@@ -216,14 +214,14 @@ def test_azure_configuration(canary_server, all_logs, tmp_path):
 # -- failures -----------------------------------------------------------------------------
 
 
-def _failing_calls(server, monkeypatch):
+def _failing_calls(server, openai_embedder, monkeypatch):
     """(name, call, expected message) for each kind of failure."""
     server.configure(extra_models={"tiny-ctx": {"native_dim": 16, "max_input_tokens": 8}})
 
     def wrong_key():
         monkeypatch.setenv("OPENAI_API_KEY", CANARY)
         server.configure(api_key="sk-the-right-key-0000")
-        return _embedder(server).transform(["x"])
+        return openai_embedder().transform(["x"])
 
     def azure_wrong_key():
         server.configure(api_key="sk-the-right-key-0000")
@@ -233,18 +231,18 @@ def _failing_calls(server, monkeypatch):
 
     def server_errors():
         server.configure(faults=[{"kind": "500"}, {"kind": "503"}, {"kind": "500"}])
-        return _embedder(server).transform(["x"])
+        return openai_embedder().transform(["x"])
 
     def bad_request():
-        return _embedder(server, model="tiny-ctx").transform(["ok", "far too long " * 10])
+        return openai_embedder(model="tiny-ctx").transform(["ok", "far too long " * 10])
 
     def timeouts():
         server.configure(faults=[{"kind": "timeout", "seconds": 1.0}] * 3)
-        return _embedder(server, timeout=0.2).transform(["x"])
+        return openai_embedder(timeout=0.2).transform(["x"])
 
     def dropped():
         server.configure(faults=[{"kind": "drop"}] * 3)
-        return _embedder(server).transform(["x"])
+        return openai_embedder().transform(["x"])
 
     def unreachable():
         return OpenAIEmbeddingTransformer(
@@ -259,7 +257,7 @@ def _failing_calls(server, monkeypatch):
         ).transform(["far too long " * 10])
 
     def key_passed_as_variable_name():
-        return _embedder(server, api_key_env=CANARY).transform(["x"])
+        return openai_embedder(api_key_env=CANARY).transform(["x"])
 
     return [
         ("401", wrong_key, "refused the API key"),
@@ -290,10 +288,10 @@ FAILURES = [
 
 @pytest.mark.parametrize("failure", FAILURES)
 def test_errors_logs_and_tracebacks_hold_no_key(
-    canary_server, all_logs, monkeypatch, tmp_path, failure
+    canary_server, openai_embedder, all_logs, monkeypatch, tmp_path, failure
 ):
     _, call, message = next(
-        c for c in _failing_calls(canary_server, monkeypatch) if c[0] == failure
+        c for c in _failing_calls(canary_server, openai_embedder, monkeypatch) if c[0] == failure
     )
     with pytest.raises(EmbeddingError, match=message) as info:
         call()
@@ -309,11 +307,11 @@ def test_errors_logs_and_tracebacks_hold_no_key(
 
 
 def test_a_failed_job_leaves_no_key_in_the_estimator_or_its_cache(
-    canary_server, all_logs, tmp_path
+    canary_server, openai_embedder, all_logs, tmp_path
 ):
     canary_server.configure(faults=[{"kind": "500"}] * 4)
     cache_dir = tmp_path / "cache"
-    embedder = _embedder(canary_server, cache=str(cache_dir), batch_size=1, max_concurrency=1)
+    embedder = openai_embedder(cache=str(cache_dir), batch_size=1, max_concurrency=1)
     with pytest.raises(EmbeddingAPIError):
         embedder.transform(["kept", "lost"])
     embedder.transform(["kept", "other"])  # fills the cache
@@ -326,13 +324,15 @@ def test_a_failed_job_leaves_no_key_in_the_estimator_or_its_cache(
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
-def test_cache_files_are_private_whatever_the_umask(canary_server, tmp_path, umask):
+def test_cache_files_are_private_whatever_the_umask(
+    canary_server, openai_embedder, tmp_path, umask
+):
     previous = os.umask(umask)
     try:
         directory = tmp_path / "cache"
         # A small size bound makes the cache evict, which rewrites vector files.
         cache = EmbeddingCache(directory, max_size_bytes=120_000)
-        embedder = _embedder(canary_server, cache=cache, dimensions=256)
+        embedder = openai_embedder(cache=cache, dimensions=256)
         for start in range(0, 240, 60):
             embedder.transform([f"text {i}" for i in range(start, start + 60)])
         with cache.lock("a namespace"):
@@ -396,12 +396,12 @@ def _scan_redis_everywhere(objects, error, handler, tmp_path):
 
 
 def test_redis_password_in_the_environment(
-    canary_server, redis_url, all_logs, monkeypatch, tmp_path
+    canary_server, openai_embedder, redis_url, all_logs, monkeypatch, tmp_path
 ):
     from skembed._cache import CacheError
 
     monkeypatch.setenv("SKEMBED_REDIS_PASSWORD", REDIS_CANARY)
-    embedder = _embedder(canary_server, cache=redis_url)
+    embedder = openai_embedder(cache=redis_url)
     X = embedder.fit_transform(["shared text", "another"])
     embedder.transform(["shared text"])  # a cache hit
     assert canary_server.stats()["text_counts"] == {"shared text": 1, "another": 1}
@@ -410,7 +410,7 @@ def test_redis_password_in_the_environment(
     # A wrong password: a clear error naming the server, never either password.
     monkeypatch.setenv("SKEMBED_REDIS_PASSWORD", WRONG_REDIS_CANARY)
     with pytest.raises(CacheError, match="refused the credentials") as info:
-        _embedder(canary_server, cache=redis_url.replace("/0", "/1")).transform(["new text"])
+        openai_embedder(cache=redis_url.replace("/0", "/1")).transform(["new text"])
     _scan_redis_everywhere({"transformer": embedder}, info.value, all_logs, tmp_path)
     assert X.shape == (2, 16)
 

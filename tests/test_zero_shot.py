@@ -9,7 +9,6 @@ from sklearn.pipeline import Pipeline
 from skembed import LocalEmbeddingTransformer, OpenAIEmbeddingTransformer
 from skembed import ZeroShotEmbeddingClassifier as ZeroShot
 from skembed.datasets import load_bbc_news
-from tests._sklearn_checks import TEXT_ESTIMATOR_CHECKS
 
 TOPICS = ["business", "entertainment", "politics", "sport", "tech"]
 TEMPLATE = "This is a news article about {}."
@@ -125,8 +124,3 @@ def test_default_embedder_is_openai_and_uses_the_fake_server(fake_server):
     model = ZeroShot(labels=["x", "y"], embedder=embedder).fit(["a", "b"])
     assert model.predict(["a"]).shape == (1,)
     assert isinstance(ZeroShot()._embedder(), OpenAIEmbeddingTransformer)
-
-
-@pytest.mark.parametrize("check", TEXT_ESTIMATOR_CHECKS, ids=lambda c: c.__name__)
-def test_sklearn_data_free_checks(check):
-    check("ZeroShotEmbeddingClassifier", ZeroShot(labels=["a", "b"]))

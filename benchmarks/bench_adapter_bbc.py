@@ -25,7 +25,7 @@ each adapter relative to the baseline's (a ratio measured in the same run).
 
 Usage::
 
-    python examples/customizing_embeddings.py [--text headline|first-sentence]
+    python benchmarks/bench_adapter_bbc.py [--text headline|first-sentence]
         [--n-pairs 2000] [--seeds 5] [--alpha 0.01]
 """
 
