@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import pickle
 import signal
 import time
 
@@ -467,6 +468,7 @@ def test_malformed_output_lines_are_resubmitted_then_named(server, cache, seed):
     counts = _assert_no_good_line_paid_twice(server, texts, found, batch_size)
     if error is not None:
         assert "malformed" in error.message
+        assert server.api_key.encode() not in pickle.dumps(error)
         # A text is named only after its line came back malformed in every attempt.
         attempts = backend.max_resubmits + 1
         assert [counts[texts[row]] for row in error.rows] == [attempts] * len(error.rows)

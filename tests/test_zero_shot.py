@@ -239,6 +239,9 @@ def test_targets_are_one_class_per_label_or_refused_by_name(y):
         (["1", "2"], [1, "1"], ["y has", "1 and '1'"]),
         (None, [1, "1", 2], ["y has", "1 and '1'"]),
         (None, ("True", True, "x"), ["y has", "'True' and True"]),
+        (None, [1, 1.0, "x"], ["y has equal labels", "1 and 1.0", "'1' and '1.0'"]),
+        # A NaN among texts: the class 'nan' in the array, a missing label as given.
+        (["sport", "finance"], ["sport", float("nan")], ["missing label", "row 1"]),
     ],
 )
 def test_labels_that_become_one_class_are_refused_before_any_request(fake_server, labels, y, named):
