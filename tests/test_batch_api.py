@@ -639,20 +639,21 @@ def test_every_kind_of_damaged_output_line_fails_only_its_inputs(server, cache, 
 
 def test_output_file_gone_sends_its_lines_again(server, cache, monkeypatch):
     # A file that is gone (expired, deleted by hand) is not an error on every re-run.
+    from skembed.backends._openai_batch import _BatchJob
+
     server.configure_batches(completion_seconds=0.05)
     texts = _texts("file gone", 12)
     backend = _small_backend(server, 4)
-    client = backend.client()
-    real_content = client.files.with_streaming_response.content
+    real_read = _BatchJob._read
     gone = []
 
-    def content(file_id):
-        if not gone:
+    def read(job, file_id, entry, answered):
+        if not gone:  # the first output file disappears before it is read
             gone.append(file_id)
-            client.files.delete(file_id)
-        return real_content(file_id)
+            backend.client().files.delete(file_id)
+        return real_read(job, file_id, entry, answered)
 
-    monkeypatch.setattr(client.files.with_streaming_response, "content", content)
+    monkeypatch.setattr(_BatchJob, "_read", read)
     vectors, _ = embed_texts(texts, backend, cache)
     np.testing.assert_allclose(vectors, _expected(texts), atol=1e-6)
     assert server.stats()["batches_created"] == 2

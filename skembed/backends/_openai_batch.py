@@ -4,9 +4,10 @@ The job is planned like an online one (the same pieces and the same per-request 
 one JSONL line per request), the lines are packed into as few batches as the per-batch
 limits allow, and each batch is uploaded, created and polled. Output lines are parsed as
 they are downloaded and handed to ``on_result`` at once, so they reach the cache before
-anything else can fail. Lines that failed or expired are sent again in new batches, a
-bounded number of times; a 4xx line is split in two each time, to narrow it down to the
-inputs at fault.
+anything else can fail. Lines that failed, expired or came back unusable (malformed
+JSON, not an embeddings answer, no readable answer at all) are sent again in new
+batches, a bounded number of times; a 4xx line is split in two each time, to narrow it
+down to the inputs at fault.
 
 Resume: every batch is written down, before it is created, in a small ledger (one per
 vector space, kept in the job's cache by ``CacheStore.state``) as the digests of the
