@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from numbers import Integral, Real
 
@@ -41,7 +42,9 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     labels : dict or list, default=None
         A mapping ``class -> description`` (or ``class -> [descriptions]``), or a list of
         class names, each put into ``template``. ``None`` takes the class names from
-        ``y`` at ``fit`` (then ``y`` is required).
+        ``y`` at ``fit`` (then ``y`` is required). Labels that would be one class of
+        ``classes_``, a numpy array of one type, are refused: ``1`` and ``"1"`` (both
+        ``'1'`` there), or ``1`` and ``1.0``; so are such labels in ``y``.
     template : str, default="{}"
         Format string with one ``{}``, applied to class names (not to descriptions
         given in a mapping), e.g. ``"This is a news article about {}."``.
@@ -130,18 +133,14 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
                     "labels=[...] or {class: description}."
                 )
             labels = sorted(set(y.tolist()))
+        # Each label must be a class of its own once ``classes_`` is an array.
+        _check_one_class_per_label(list(labels), "labels", repeats=False)
         if isinstance(labels, Mapping):
             descriptions = {
                 c: [d] if isinstance(d, str) else list(d) if isinstance(d, list | tuple) else []
                 for c, d in labels.items()
             }
         else:
-            repeated = sorted({c for c in labels if labels.count(c) > 1}, key=str)
-            if repeated:
-                raise ValueError(
-                    f"labels names {repeated} more than once; give each class once, or "
-                    "several descriptions per class as {class: [description, ...]}."
-                )
             descriptions = {c: [self._fill_template(c)] for c in labels}
         if len(descriptions) < 2:
             raise ValueError(f"labels must name at least 2 classes, got {len(descriptions)}.")
@@ -322,12 +321,18 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
 def _check_targets(y, n_samples):
     """``y`` as a 1-D array of class labels, one per text."""
+    given = y
     y = column_or_1d(y, warn=True)
-    missing = [row for row, value in enumerate(y) if _is_missing(value)]
+    # The labels as given: an array of mixed labels holds them converted ([1, "1"] is
+    # ['1', '1'], a NaN among texts is 'nan'), so they are checked as they came.
+    values = _as_given(given, y)
+    missing = [row for row, value in enumerate(values) if _is_missing(value)]
     if missing:
         raise ValueError(f"y has a missing label (None/NaN) at {describe_rows(missing)}.")
     if len(y) != n_samples:
         raise ValueError(f"X has {n_samples} texts but y has {len(y)} labels.")
+    if values is not y:
+        _check_one_class_per_label(values, "y", repeats=True, classes=y)
     try:
         check_classification_targets(y)
     except TypeError:  # numpy cannot sort the labels to count the classes
@@ -336,3 +341,83 @@ def _check_targets(y, n_samples):
             "y to one type."
         ) from None
     return y
+
+
+def _as_given(given, y):
+    """The values of ``given`` as Python objects, aligned with ``y`` (its 1-D array form).
+
+    ``y`` itself when no conversion can have changed them (an array or a Series of one
+    type).
+    """
+    if getattr(given, "dtype", np.dtype(object)) != np.dtype(object):
+        return y
+    try:
+        values = np.asarray(given, dtype=object).reshape(-1)
+    except (TypeError, ValueError):
+        return y
+    return values if len(values) == len(y) else y
+
+
+def _check_one_class_per_label(values, name, *, repeats, classes=None):
+    """Refuse labels that are not one class each in ``classes_``, naming them and ``name``.
+
+    ``classes_`` is a numpy array of one type, whose elements are the classes, as for
+    :func:`numpy.unique`. Numbers and texts mixed become texts there (``[1, "1"]`` is
+    ``['1', '1']``) and integers mixed with floats become floats, so labels must map
+    to classes one to one: two different labels must not become one class (``1`` and
+    ``"1"``), nor one label two classes (``1`` and ``1.0``, equal values, are ``'1'``
+    and ``'1.0'`` beside a text). Unless ``repeats`` (``y`` names its classes many
+    times), a label given twice (``1``, ``1.0`` and ``True`` are one value) is refused
+    too. ``classes``: ``values`` as an array (``np.array(values)`` if not given).
+    """
+    if classes is None:
+        try:
+            classes = np.array(values)
+        except (TypeError, ValueError):
+            classes = None
+    if classes is None or classes.ndim != 1 or len(classes) != len(values):
+        raise ValueError(
+            f"{name} must be a list of class labels (str, int, ...), one per class; got {values!r}."
+        )
+    counts = Counter()
+    spellings = {}  # each value -> {repr of a spelling: its class}
+    members = {}  # each class -> {repr of a label: the label}
+    try:
+        for value, form in zip(values, classes.tolist(), strict=True):
+            counts[value] += 1
+            spellings.setdefault(value, {}).setdefault(repr(value), form)
+            members.setdefault(form, {}).setdefault(repr(value), value)
+    except TypeError:
+        raise ValueError(f"{name} must be hashable class labels (str, int, ...).") from None
+    merged = [(f, list(m)) for f, m in members.items() if len(set(m.values())) > 1]
+    if merged:
+        described = "; ".join(
+            " and ".join(labels) + f" would be the same class, {form!r}" for form, labels in merged
+        )
+        raise ValueError(
+            f"{name} has different labels that become one class: {described}. classes_ "
+            "is a numpy array of one type, in which numbers and texts mixed become texts "
+            f"(and integers mixed with floats, floats): use labels of one type in {name} "
+            "(all str, or all int)."
+        )
+    if not repeats:
+        repeated = sorted((v for v, n in counts.items() if n > 1), key=str)
+        if repeated:
+            spelled = [" and ".join(spellings[v]) for v in repeated if len(spellings[v]) > 1]
+            also = f" (as {'; '.join(spelled)})" if spelled else ""
+            raise ValueError(
+                f"{name} names {repeated} more than once{also}; give each class once, or "
+                "several descriptions per class as {class: [description, ...]}."
+            )
+    split = [s for s in spellings.values() if len({repr(f) for f in s.values()}) > 1]
+    if split:
+        described = "; ".join(
+            " and ".join(s) + " would be the classes " + " and ".join(repr(f) for f in s.values())
+            for s in split
+        )
+        raise ValueError(
+            f"{name} has equal labels written differently that become different classes: "
+            f"{described}. classes_ is a numpy array of one type, in which numbers and "
+            f"texts mixed become texts: use labels of one type in {name} (all str, or all "
+            "int)."
+        )

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import pickle
 import signal
 import time
 
@@ -397,3 +398,263 @@ def test_fake_server_cancel_list_delete_and_key(server):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.base_url, api_key="sk-wrong", max_retries=0).batches.list()
     assert server.stats(texts=False)["times_embedded_max"] == 0
+
+
+# -- malformed output lines: failed lines, resubmitted, then named ----------------------
+#
+# The property behind every test below: each text is either cached with its own vector
+# or named by the error, never both; a text is paid for (embedded by the server) once
+# per line that carried it, and a line that came back readable is never sent again. The
+# server embeds (and charges) a malformed line too, so with lines of ``k`` inputs
+#     sum of the texts' embed counts == texts cached + k * malformed lines
+# holds exactly when no readable line was paid twice.
+
+
+def _small_backend(server, batch_size, **params):
+    return openai_batch_backend(
+        base_url=server.base_url,
+        dimensions=DIM,
+        batch_size=batch_size,
+        poll_interval=0.01,
+        **params,
+    )
+
+
+def _outcome(texts, backend, cache):
+    """Run the job; the EmbeddingAPIError it ends with, or None (any other error fails)."""
+    try:
+        embed_texts(texts, backend, cache)
+    except EmbeddingAPIError as error:
+        return error
+    return None
+
+
+def _cached_or_named(texts, backend, cache, error):
+    """Assert each text is cached with its own vector or named by ``error``; the found mask."""
+    found, vectors = cache.get([_key(backend, t) for t in texts], DIM, count=False)
+    np.testing.assert_allclose(vectors[found], _expected(np.array(texts)[found]), atol=1e-6)
+    named = set(error.rows) if error is not None else set()
+    assert named == set(np.flatnonzero(~found).tolist())
+    return found
+
+
+def _assert_no_good_line_paid_twice(server, texts, found, batch_size):
+    stats = server.stats()
+    paid = sum(stats["text_counts"].get(t, 0) for t in texts)
+    assert paid == found.sum() + batch_size * stats["batch_malformed_lines"]
+    return stats["text_counts"]
+
+
+def _random_malformed_job(server, seed, prefix):
+    """Random sizes, malformed shares and positions (the fake's seed) for ``seed``."""
+    rng = np.random.default_rng(seed)
+    batch_size = int(rng.choice([1, 2, 3, 8]))
+    texts = _texts(f"{prefix} {seed}", batch_size * int(rng.integers(2, 13)))
+    server.configure_batches(
+        malformed_output_fraction=float(rng.uniform(0.05, 0.7)),
+        malformed_output_lines=int(rng.integers(0, 2)),
+        fail_seed=seed,
+    )
+    return rng, batch_size, texts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_malformed_output_lines_are_resubmitted_then_named(server, cache, seed):
+    server.configure_batches(completion_seconds=0.05)
+    _, batch_size, texts = _random_malformed_job(server, seed, "malformed")
+    backend = _small_backend(server, batch_size)
+    error = _outcome(texts, backend, cache)
+    found = _cached_or_named(texts, backend, cache, error)
+    counts = _assert_no_good_line_paid_twice(server, texts, found, batch_size)
+    if error is not None:
+        assert "malformed" in error.message
+        assert server.api_key.encode() not in pickle.dumps(error)
+        # A text is named only after its line came back malformed in every attempt.
+        attempts = backend.max_resubmits + 1
+        assert [counts[texts[row]] for row in error.rows] == [attempts] * len(error.rows)
+    assert not list(_ledger_dir(cache).glob("*.json"))  # consumed: nothing to resume
+    # A re-run sends only the texts named, never one already cached.
+    again = _outcome(texts, backend, cache)
+    after = _assert_no_good_line_paid_twice(
+        server, texts, _cached_or_named(texts, backend, cache, again), batch_size
+    )
+    assert [after[t] for t in np.array(texts)[found]] == [counts[t] for t in np.array(texts)[found]]
+    assert not list(_ledger_dir(cache).glob("*.json"))
+
+
+def _alarm(run, after):
+    """Run ``run()``, raising KeyboardInterrupt in it (Ctrl-C) ``after`` seconds in.
+
+    Returns what it raised, or None if it ended first.
+    """
+    armed = [True]
+
+    def interrupt(signum, frame):
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, after)
+        try:
+            run()
+        except (KeyboardInterrupt, EmbeddingAPIError) as error:
+            return error
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+@pytest.mark.parametrize("seed", range(8))
+def test_interrupted_job_with_malformed_lines_resumes_without_repaying(server, cache, seed):
+    rng, batch_size, texts = _random_malformed_job(server, seed, "interrupted malformed")
+    seconds = float(rng.uniform(0.1, 0.3))
+    server.configure_batches(completion_seconds=seconds)
+    backend = _small_backend(server, batch_size, max_inputs_per_batch=batch_size * 4)
+    # Anywhere from the first upload to the resubmissions' polling.
+    after = seconds * float(rng.uniform(0.02, 2.5))
+    _alarm(lambda: embed_texts(texts, backend, cache), after=after)
+    found, _ = cache.get([_key(backend, t) for t in texts], DIM, count=False)
+    before = server.stats()["text_counts"]
+    # Run again (as after a restart): what a recorded batch carries is awaited, not
+    # paid again; what was cached is not asked for.
+    rerun = _small_backend(server, batch_size, max_inputs_per_batch=batch_size * 4)
+    error = _outcome(texts, rerun, cache)
+    final = _cached_or_named(texts, rerun, cache, error)
+    counts = _assert_no_good_line_paid_twice(server, texts, final, batch_size)
+    cached_first = np.array(texts)[found]
+    assert [counts[t] for t in cached_first] == [before[t] for t in cached_first]
+    assert not list(_ledger_dir(cache).glob("*.json"))
+
+
+def _base64_rows(rows):
+    import base64
+
+    return [base64.b64encode(np.asarray(r, dtype="<f4").tobytes()).decode() for r in rows]
+
+
+def _rows_of(body):
+    import base64
+
+    return [
+        np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in body["data"]
+    ]
+
+
+def _set_rows(record, rows):
+    for item, encoded in zip(record["response"]["body"]["data"], _base64_rows(rows), strict=True):
+        item["embedding"] = encoded
+
+
+def _damage(kind, record, raw, rng):
+    """``(damaged line, the number of the input to resend or None for all of them)``."""
+    record = json.loads(json.dumps(record))
+    body = record["response"]["body"]
+    whole = None
+    if kind == "cut":
+        return raw[: len(raw) // 2], whole
+    if kind == "cut_before_custom_id":
+        return raw[:12], whole
+    if kind == "not_an_object":
+        return json.dumps([record]), whole
+    if kind == "no_custom_id":
+        del record["custom_id"]
+    elif kind == "unknown_custom_id":
+        record["custom_id"] = "skembed-999999"
+    elif kind == "response_not_an_object":
+        record["response"] = "200 OK"
+    elif kind == "status_not_a_number":
+        record["response"]["status_code"] = "200"
+    elif kind == "body_not_an_answer":
+        record["response"]["body"] = {"object": "list", "data": "none"}
+    elif kind == "row_missing":
+        body["data"].pop()
+    elif kind == "index_out_of_range":
+        body["data"][0]["index"] = len(body["data"])
+    elif kind == "width_changed":
+        _set_rows(record, [row[:-1] for row in _rows_of(body)])
+    elif kind == "zero_row":
+        rows = _rows_of(body)
+        whole = int(rng.integers(len(rows)))
+        rows[whole] = np.zeros_like(rows[whole])
+        _set_rows(record, rows)
+        # the input of that row only: the others of its line are good
+        whole = (whole, [item["index"] for item in body["data"]])
+    return json.dumps(record), whole
+
+
+DAMAGE_KINDS = [
+    "cut",
+    "cut_before_custom_id",
+    "not_an_object",
+    "no_custom_id",
+    "unknown_custom_id",
+    "response_not_an_object",
+    "status_not_a_number",
+    "body_not_an_answer",
+    "row_missing",
+    "index_out_of_range",
+    "width_changed",
+    "zero_row",
+]
+
+
+@pytest.mark.parametrize("kind", DAMAGE_KINDS)
+def test_every_kind_of_damaged_output_line_fails_only_its_inputs(server, cache, monkeypatch, kind):
+    """Damage lines of the first batch as they are read: exactly their inputs go again."""
+    from skembed.backends._openai_batch import _BatchJob
+
+    server.configure_batches(completion_seconds=0.05)
+    rng = np.random.default_rng(DAMAGE_KINDS.index(kind))
+    texts = _texts(f"damaged {kind}", 4 * int(rng.integers(3, 9)))
+    backend = _small_backend(server, 4)
+    real_take = _BatchJob._take
+    first_file, resent = [], []
+
+    def take(job, raw, entry, answered):
+        first_file[:] = first_file or [entry["file"]]
+        if entry["file"] == first_file[0] and (not resent or rng.random() < 0.3):
+            record = json.loads(raw)
+            line = [job.text[d] for d in entry["lines"][record["custom_id"]]]
+            raw, only = _damage(kind, record, raw, rng)
+            if only is None:
+                resent.extend(line)
+            else:
+                row, order = only
+                resent.append(line[order[row]])
+        return real_take(job, raw, entry, answered)
+
+    monkeypatch.setattr(_BatchJob, "_take", take)
+    vectors, _ = embed_texts(texts, backend, cache)
+    np.testing.assert_allclose(vectors, _expected(texts), atol=1e-6)
+    counts = server.stats()["text_counts"]
+    assert {t: counts[t] for t in texts} == {t: 1 + (t in resent) for t in texts}
+    assert server.stats()["batches_created"] == 2
+    assert not list(_ledger_dir(cache).glob("*.json"))
+
+
+def test_output_file_gone_sends_its_lines_again(server, cache, monkeypatch):
+    # A file that is gone (expired, deleted by hand) is not an error on every re-run.
+    from skembed.backends._openai_batch import _BatchJob
+
+    server.configure_batches(completion_seconds=0.05)
+    texts = _texts("file gone", 12)
+    backend = _small_backend(server, 4)
+    real_read = _BatchJob._read
+    gone = []
+
+    def read(job, file_id, entry, answered):
+        if not gone:  # the first output file disappears before it is read
+            gone.append(file_id)
+            backend.client().files.delete(file_id)
+        return real_read(job, file_id, entry, answered)
+
+    monkeypatch.setattr(_BatchJob, "_read", read)
+    vectors, _ = embed_texts(texts, backend, cache)
+    np.testing.assert_allclose(vectors, _expected(texts), atol=1e-6)
+    assert server.stats()["batches_created"] == 2
+    assert not list(_ledger_dir(cache).glob("*.json"))

@@ -1,8 +1,12 @@
 """ZeroShotEmbeddingClassifier: the sklearn contract, and the cookbook's effect on BBC News."""
 
+import hashlib
+
 import numpy as np
 import pytest
-from sklearn.base import clone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 
@@ -124,3 +128,128 @@ def test_default_embedder_is_openai_and_uses_the_fake_server(fake_server):
     model = ZeroShot(labels=["x", "y"], embedder=embedder).fit(["a", "b"])
     assert model.predict(["a"]).shape == (1,)
     assert isinstance(ZeroShot()._embedder(), OpenAIEmbeddingTransformer)
+
+
+# -- labels that would be one class of classes_ ------------------------------------------
+
+EMBEDDED = []  # texts every _RecordingEmbedder (and its clones) was asked to embed
+
+
+class _RecordingEmbedder(TransformerMixin, BaseEstimator):
+    """Unit vectors from a hash of each text; records what it embeds."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        EMBEDDED.extend(X)
+        seeds = [int.from_bytes(hashlib.blake2b(t.encode()).digest()[:8], "little") for t in X]
+        rows = np.stack([np.random.default_rng(s).standard_normal(8) for s in seeds])
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+# Numbers, booleans and texts that spell them: every kind of pair numpy merges.
+LABEL_POOL = [0, 1, 2, 1.0, 1.5, 2.0, True, False, "0", "1", "1.0", "1.5", "True", "a", "b"]
+
+
+def _merged_pairs(labels):
+    """Pairs of labels that differ as values but are one element of ``np.array(labels)``."""
+    return _pairs(labels, lambda a, b, form_a, form_b: a != b and form_a == form_b)
+
+
+def _split_pairs(labels):
+    """Pairs of equal labels (``1`` and ``1.0``) that are two elements of the array."""
+    return _pairs(labels, lambda a, b, form_a, form_b: a == b and form_a != form_b)
+
+
+def _pairs(labels, test):
+    forms = np.array(labels).tolist()
+    return [
+        (a, b)
+        for i, a in enumerate(labels)
+        for j, b in enumerate(labels)
+        if i < j and test(a, b, forms[i], forms[j])
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    labels=st.lists(st.sampled_from(LABEL_POOL), min_size=2, max_size=6),
+    as_dict=st.booleans(),
+)
+def test_labels_are_one_class_each_or_refused_by_name(labels, as_dict):
+    if as_dict:
+        labels = {label: f"a text about {label!r}" for label in labels}  # equal keys merge
+    names = list(labels)
+    merged = _merged_pairs(names)
+    repeated = len(names) != len({repr(n): n for n in names}) or any(
+        a == b for i, a in enumerate(names) for b in names[i + 1 :]
+    )
+    model = ZeroShot(labels=labels, embedder=_RecordingEmbedder(), transductive=False)
+    del EMBEDDED[:]
+    if merged or repeated or len(names) < 2:
+        with pytest.raises(ValueError, match="^labels ") as info:
+            model.fit(["a first text", "a second text"])
+        message = str(info.value)
+        for a, b in merged:  # each pair numpy would merge is named, both labels
+            assert repr(a) in message and repr(b) in message
+        if not merged and len(names) >= 2:
+            assert "more than once" in message
+        assert EMBEDDED == []  # refused before anything is embedded
+        return
+    model.fit(["a first text", "a second text"])
+    # One class per label, distinct, in the labels' order.
+    assert len(np.unique(model.classes_)) == len(names)
+    assert model.classes_.tolist() == np.array(names).tolist()
+    assert set(model.predict(["a third text"]).tolist()) <= set(model.classes_.tolist())
+
+
+@settings(max_examples=150, deadline=None)
+@given(y=st.lists(st.sampled_from(LABEL_POOL), min_size=3, max_size=8))
+def test_targets_are_one_class_per_label_or_refused_by_name(y):
+    merged, split = _merged_pairs(y), _split_pairs(y)
+    X = [f"text {i}" for i in range(len(y))]
+    model = ZeroShot(embedder=_RecordingEmbedder())
+    del EMBEDDED[:]
+    if merged or split:
+        with pytest.raises(ValueError, match="^y has (different|equal) labels") as info:
+            model.fit(X, y)
+        # The labels at fault are named (for each class, the first two at least).
+        message = str(info.value)
+        assert any(repr(a) in message and repr(b) in message for a, b in merged + split)
+        assert EMBEDDED == []
+        return
+    try:
+        model.fit(X, y)
+    except ValueError as error:  # sklearn's own refusals (a continuous y, one class)
+        assert "become" not in str(error)
+        return
+    # One class per distinct label (1, 1.0 and True are one label).
+    assert len(model.classes_) == len(set(y))
+
+
+@pytest.mark.parametrize(
+    ("labels", "y", "named"),
+    [
+        ([1, "1"], None, ["1", "'1'"]),
+        ({1: "one", "1": "uno"}, None, ["1", "'1'"]),
+        ([True, "True", "x"], None, ["True", "'True'"]),
+        ([1, 1.0], None, ["more than once", "1 and 1.0"]),
+        ([True, 1], None, ["more than once", "True and 1"]),
+        (["1", "2"], [1, "1"], ["y has", "1 and '1'"]),
+        (None, [1, "1", 2], ["y has", "1 and '1'"]),
+        (None, ("True", True, "x"), ["y has", "'True' and True"]),
+        (None, [1, 1.0, "x"], ["y has equal labels", "1 and 1.0", "'1' and '1.0'"]),
+        # A NaN among texts: the class 'nan' in the array, a missing label as given.
+        (["sport", "finance"], ["sport", float("nan")], ["missing label", "row 1"]),
+    ],
+)
+def test_labels_that_become_one_class_are_refused_before_any_request(fake_server, labels, y, named):
+    embedder = OpenAIEmbeddingTransformer(base_url=fake_server.base_url, cache=None)
+    model = ZeroShot(labels=labels, embedder=embedder)
+    X = ["a goal", "a bond", "a film"][: len(y) if y is not None else 2]
+    with pytest.raises(ValueError) as info:
+        model.fit(X, y)
+    for part in named:
+        assert part in str(info.value)
+    assert fake_server.stats(texts=False)["requests"] == 0

@@ -645,10 +645,20 @@ class EmbeddingCache(CacheStore):
         try:
             self._append_to(path, file_id, uid, ids, k2, vectors, checksums)
         except BaseException:
-            if uid is not None:  # the new file is listed nowhere: remove it now
+            # A new file the index does not list is removed now. One it lists (a Ctrl-C
+            # right after the COMMIT) holds committed rows: removing it would lose them.
+            if uid is not None and not self._lists_file(uid):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
+
+    def _lists_file(self, uid):
+        """Whether the index lists the vector file ``uid`` (True when it cannot tell)."""
+        try:
+            row = self._conn.execute("SELECT 1 FROM files WHERE uid = ?", (uid,)).fetchone()
+        except Exception:  # an unlisted file left behind is removed later; a listed one lost is not
+            return True
+        return row is not None
 
     def _append_to(self, path, file_id, uid, ids, k2, vectors, checksums):
         """Append, fsync, then commit the index rows (and the file's row if it is new)."""

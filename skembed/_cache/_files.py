@@ -208,7 +208,10 @@ class StateFile(StateBlob):
                 os.fsync(out.fileno())
             os.replace(temporary, self.location)
         except BaseException:
-            os.unlink(temporary)
+            # A Ctrl-C right after the replace finds no temporary file left: it must
+            # still surface as itself, not as a FileNotFoundError.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
             raise
 
     def delete(self):

@@ -4,9 +4,10 @@ The job is planned like an online one (the same pieces and the same per-request 
 one JSONL line per request), the lines are packed into as few batches as the per-batch
 limits allow, and each batch is uploaded, created and polled. Output lines are parsed as
 they are downloaded and handed to ``on_result`` at once, so they reach the cache before
-anything else can fail. Lines that failed or expired are sent again in new batches, a
-bounded number of times; a 4xx line is split in two each time, to narrow it down to the
-inputs at fault.
+anything else can fail. Lines that failed, expired or came back unusable (malformed
+JSON, not an embeddings answer, no readable answer at all) are sent again in new
+batches, a bounded number of times; a 4xx line is split in two each time, to narrow it
+down to the inputs at fault.
 
 Resume: every batch is written down, before it is created, in a small ledger (one per
 vector space, kept in the job's cache by ``CacheStore.state``) as the digests of the
@@ -26,6 +27,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 
@@ -60,6 +62,8 @@ MAX_INPUTS_PER_BATCH = 50_000
 MAX_FILE_BYTES = 190_000_000
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _DIGEST_BYTES = 16
+#: The custom_id at the start of an output line, found even when the rest is cut off.
+_CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([^"\\]*)"')
 
 
 class OpenAIBatchBackend(OpenAIBackend):
@@ -383,35 +387,55 @@ class _BatchJob:
                 self._settle(entry, line, billed=False)
                 self._fail(line, None, f"the batch {batch.id} failed validation: {message}")
             return
+        unreadable = 0
         if batch is not None:
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if file_id:
-                    answered |= self._read(file_id, entry)
+                    unreadable += self._read(file_id, entry, answered)
         for custom_id, line in lines.items():
-            if custom_id not in answered:
+            if custom_id in answered:
+                continue
+            if unreadable:
+                # Its answer may be among the lines that could not be read: perhaps billed.
+                self._settle(entry, line, billed=None)
+                self._fail(
+                    line,
+                    None,
+                    f"no readable result for this request ({unreadable} "
+                    "malformed line(s) in the batch's files)",
+                )
+            else:
                 status = batch.status if batch is not None else "not found"
                 self._settle(entry, line, billed=False)
                 self._fail(line, None, f"no result for this request (batch {status})")
 
-    def _read(self, file_id, entry):
-        """Parse an output or error file line by line; return the custom_ids answered.
+    def _read(self, file_id, entry, answered):
+        """Parse an output or error file line by line; return how many lines were unreadable.
 
-        Each answered line is acted on as it is parsed; a download cut off half way is
-        read again from the start, skipping the lines already taken.
+        Each answered line is acted on as it is parsed and its custom_id added to
+        ``answered``; a download cut off half way is read again from the start, skipping
+        the lines already taken. A file that is gone (404) answers nothing more: its
+        lines are sent again.
         """
         import openai
 
         backend = self.backend
-        answered = set()
         client = backend.client()
+        unreadable = set()  # numbers of the lines that could not be read, over all attempts
         attempt = 0
         while True:
             try:
                 with client.files.with_streaming_response.content(file_id) as response:
-                    for raw in response.iter_lines():
-                        self._take(raw, entry, answered)
-                return answered
+                    for number, raw in enumerate(response.iter_lines()):
+                        if not self._take(raw, entry, answered):
+                            unreadable.add(number)
+                return len(unreadable)
             except openai.APIStatusError as error:
+                if error.status_code == 404:
+                    logger.warning(
+                        "the batch file %s is gone; its requests are sent again", file_id
+                    )
+                    return len(unreadable)
                 retryable = error.status_code in _RETRYABLE_STATUS or error.status_code >= 500
                 failure = (error.status_code, backend._scrub(_api_message(error)))
                 if not retryable:
@@ -429,29 +453,64 @@ class _BatchJob:
             time.sleep(_backoff(attempt - 1))
 
     def _take(self, raw, entry, answered):
-        """Act on one line of an output or error file."""
+        """Act on one line of an output or error file; False if it could not be read.
+
+        A line is never an error of the job: one that is not valid JSON, whose body is not
+        an embeddings answer, or whose vectors cannot be used fails its request (sent
+        again, a bounded number of times, like any failed line). A line whose request
+        cannot be told (no custom_id, or one of no request of the batch) is not acted on;
+        the requests it leaves without an answer fail when the files have been read.
+        """
         if not raw.strip():
-            return
-        record = json.loads(raw)
-        custom_id = record.get("custom_id")
-        line = entry["lines"].get(custom_id)
-        if line is None or custom_id in answered:
-            return
+            return True
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            custom_id = record.get("custom_id")
+        else:
+            # Cut or garbled: its custom_id, if the start of the line survived, still
+            # tells whose answer was lost (the API writes it before the response).
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            found = _CUSTOM_ID.search(text)
+            custom_id = found.group(1) if found else None
+        line = entry["lines"].get(custom_id) if isinstance(custom_id, str) else None
+        if line is None:
+            return False
+        if custom_id in answered:  # taken before this download was cut, or a duplicate
+            return isinstance(record, dict)
         answered.add(custom_id)
-        reply = record.get("response") or {}
+        if not isinstance(record, dict):
+            self._settle(entry, line, billed=None)  # it was answered: perhaps billed
+            self._fail(line, None, "its output line was malformed (not valid JSON)")
+            return False
+        reply = _object(record.get("response"))
         status = reply.get("status_code")
-        self._settle(entry, line, billed=status == 200)
         if status == 200:
-            try:
-                vectors = self.backend._decode_body(reply["body"], len(line))
-            except (_RequestFailed, KeyError) as failure:
-                self._fail(line, None, getattr(failure, "message", "malformed output line"))
-                return
-            self._deliver(line, vectors)
-            return
-        error = record.get("error") or (reply.get("body") or {}).get("error") or {}
+            self._settle(entry, line, billed=True)
+            self._take_vectors(line, reply.get("body"))
+            return True
+        self._settle(entry, line, billed=False)
+        error = _object(record.get("error")) or _object(_object(reply.get("body")).get("error"))
         message = error.get("message") or error.get("code") or "request failed"
+        status = status if isinstance(status, int) and not isinstance(status, bool) else None
         self._fail(line, status, self.backend._scrub(str(message)))
+        return True
+
+    def _take_vectors(self, line, body):
+        """Deliver the vectors of an answered line; fail the inputs whose rows are unusable."""
+        try:
+            vectors = self.backend._decode_body(body, len(line))
+        except _RequestFailed as failure:
+            self._fail(line, None, failure.message)
+            return
+        usable = _usable_rows(vectors)
+        if not usable.all():
+            bad = [d for d, ok in zip(line, usable, strict=True) if not ok]
+            self._fail(bad, None, "the server's vector for this input is all zeros or not finite")
+        if usable.any():
+            self._deliver([d for d, ok in zip(line, usable, strict=True) if ok], vectors[usable])
 
     def _line_tokens(self, line):
         return sum(self.tokens[d] for d in line)
@@ -480,19 +539,36 @@ class _BatchJob:
                 self.line_size[digest] = len(line)
 
     def error(self):
-        """The error naming the texts whose requests kept failing."""
+        """The error naming the texts whose requests kept failing, and why."""
         owners = self.assembler.owners
-        positions = [p for d in self.given_up for p in self.positions[d]]
-        rows = np.unique(owners[positions])
-        status, message = self.failures[next(iter(self.given_up))]
+        given_up = [d for d in self.pending if d in self.given_up]
+        rows = np.unique(owners[[p for d in given_up for p in self.positions[d]]])
+        # The commonest reason first, then up to three others (ties: the first seen).
+        ranked = Counter(self.failures[d] for d in given_up).most_common()
+        (status, message), _ = ranked[0]
         attempts = self.backend.max_resubmits + 1
         what = f"HTTP {status}" if status else "no answer"
+        others = "".join(
+            f"; for {n} other input(s), " + (f"HTTP {s}: " if s else "") + m
+            for (s, m), n in ranked[1:4]
+        )
         return EmbeddingAPIError(
-            f"The Batch API failed {len(rows)} text(s) in {attempts} attempts ({what}): {message}",
+            f"The Batch API failed {len(rows)} text(s) in {attempts} attempts ({what}): "
+            f"{message}{others}",
             rows=rows,
             status_code=status,
             api_message=message,
         )
+
+
+def _object(value):
+    """``value`` if it is a JSON object, else an empty one (a malformed line's parts)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _usable_rows(vectors):
+    """Which rows have a direction: finite, and not all zeros (so they can be normalised)."""
+    return np.isfinite(vectors).all(axis=1) & np.any(vectors != 0, axis=1)
 
 
 def _transport_errors():

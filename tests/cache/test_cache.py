@@ -685,3 +685,26 @@ def test_no_warning_in_normal_use(tmp_path):
         cache.put(_keys("ns", 2), _vectors(2, 4))
         cache.get(_keys("ns", 2), 4)
         cache.close()
+
+
+def test_interrupt_right_after_the_commit_of_a_new_vector_file_keeps_it(tmp_path, monkeypatch):
+    # Ctrl-C between the index's COMMIT and the end of the write: the rows are committed,
+    # so the new vector file they live in must stay (it was deleted: "listed but missing").
+    real = _directory._transaction
+
+    @contextlib.contextmanager
+    def interrupted_after_commit(conn):
+        with real(conn):
+            yield
+        raise KeyboardInterrupt
+
+    store = EmbeddingCache(tmp_path / "cache")
+    keys, vectors = _keys("interrupted", 3), _vectors(3, 8)
+    monkeypatch.setattr(_directory, "_transaction", interrupted_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(keys, vectors)
+    monkeypatch.setattr(_directory, "_transaction", real)
+    found, got = store.get(keys, 8)
+    assert found.all()
+    np.testing.assert_array_equal(got, vectors)
+    store.close()
