@@ -35,6 +35,7 @@ __all__ = [
     "l2_normalize",
     "mean_pairwise_cosine_distance",
     "normalize_rows",
+    "normalize_rows_checked",
     "row_norms_and_normalize",
     "unit_norm_rows",
 ]
@@ -213,6 +214,70 @@ def row_norms_and_normalize(X, *, zero_rows="raise", dtype=np.float32, copy=True
     squared_norms = _squared_row_norms(X)
     _check_zero_rows(X, squared_norms, zero_rows, name)
     return X, _divide_by_norms(X, squared_norms)
+
+
+def normalize_rows_checked(X):
+    """Unit-norm float32 rows of vectors of any magnitude, and the rows that have none.
+
+    For vectors from outside (a server's answer, float32 or float64). Each row is
+    first divided by the power of two nearest its largest entry, which is exact, so
+    that no square overflows or underflows whatever the magnitude; a row whose values
+    are within float32's range comes out bit for bit as :func:`normalize_rows` gives
+    it. A row that cannot be normalised is not returned as zeros or NaN but reported:
+    a row of zeros, a row with a NaN or an infinity, and a row so small that its
+    entries are below ``X``'s normal range and no longer carry its direction to
+    float32 precision.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), float32 or float64
+        Rows to normalise; other numeric types are read as float64. ``n_features``
+        must be at least 1.
+
+    Returns
+    -------
+    X_normalized : ndarray of shape (n_samples, n_features), dtype float32
+        Rows of unit norm; the rows refused are zeros.
+    refused : dict of {int: str}
+        The row index and the reason of each row that cannot be normalised.
+
+    Examples
+    --------
+    >>> from skembed._math import normalize_rows_checked
+    >>> unit, refused = normalize_rows_checked([[3e30, 4e30], [0.0, 0.0], [1.0, float("nan")]])
+    >>> [round(value, 6) for value in unit[0].tolist()]
+    [0.6, 0.8]
+    >>> refused
+    {1: 'all zeros', 2: 'not finite (NaN or infinity)'}
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"Expected a 2-D array of at least one column, got shape {X.shape}.")
+    n_rows, width = X.shape
+    finite = np.isfinite(X).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        largest = np.where(finite, np.abs(X).max(axis=1), 0.0).astype(np.float64)
+    # largest = mantissa * 2**exponent, mantissa in [0.5, 1): after the division the
+    # largest entry is in [0.5, 1).
+    _, exponent = np.frexp(largest)
+    usable = finite & (largest > 0)
+    scaled = np.ldexp(X[usable].astype(np.float64), -exponent[usable, np.newaxis])
+    scaled_norms = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+    # Entries below the normal range keep an absolute precision of half their spacing,
+    # so the direction of a row of norm below tiny * sqrt(width) is off by more than
+    # float32's own rounding.
+    norms = np.ldexp(scaled_norms, exponent[usable])
+    faithful = norms >= float(np.finfo(X.dtype).tiny) * np.sqrt(width)
+    out = np.zeros((n_rows, width), dtype=np.float32)
+    kept = np.flatnonzero(usable)[faithful]
+    out[kept] = normalize_rows(scaled[faithful].astype(np.float32), copy=False)
+    refused = {int(i): "not finite (NaN or infinity)" for i in np.flatnonzero(~finite)}
+    refused.update({int(i): "all zeros" for i in np.flatnonzero(finite & (largest == 0))})
+    small = f"too small to carry a direction (entries below {X.dtype}'s normal range)"
+    refused.update({int(i): small for i in np.flatnonzero(usable)[~faithful]})
+    return out, dict(sorted(refused.items()))
 
 
 def l2_normalize(X, *, copy=True, name="X"):

@@ -44,6 +44,7 @@ from ._openai import (
     _progress_bar,
     _RequestFailed,
     _retry_after,
+    _RowsRefused,
 )
 from ._planner import plan_requests
 
@@ -444,6 +445,13 @@ class _BatchJob:
         if status == 200:
             try:
                 vectors = self.backend._decode_body(reply["body"], len(line))
+            except _RowsRefused as refused:
+                # Paid for: keep the good rows; resubmit only the refused ones.
+                bad = set(refused.refused)
+                good = [i for i in range(len(line)) if i not in bad]
+                self._deliver([line[i] for i in good], refused.vectors[good])
+                self._fail([line[i] for i in sorted(bad)], None, refused.message)
+                return
             except (_RequestFailed, KeyError) as failure:
                 self._fail(line, None, getattr(failure, "message", "malformed output line"))
                 return
