@@ -39,6 +39,9 @@ TOKEN_MARGIN = 0.9
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _BACKOFF_BASE = 0.5  # seconds, doubled on each retry
 _BACKOFF_CAP = 20.0
+#: A job stops for vectors that cannot be normalised only once at least this many inputs
+#: were answered, more than half of them with such vectors.
+_SYSTEMIC_MIN_PIECES = 32
 
 
 def resolve_endpoint(base_url, api_version=None):
@@ -131,6 +134,9 @@ class _Outcome:
     pieces: np.ndarray
     vectors: np.ndarray | None = None
     error: EmbeddingAPIError | None = None
+    #: Inputs answered with vectors that cannot be normalised, and why (one reason
+    #: per piece): not an error of the job, named when it ends (``_Assembler.refuse``).
+    refused: tuple = ()
 
 
 class _Stopped(Exception):
@@ -173,16 +179,12 @@ class _RowsRefused(_Malformed):
         self.refused = refused
 
     def outcomes(self, pieces):
-        """The good rows as one outcome, the refused ones as an error naming them."""
+        """The good rows as one outcome, the refused ones as another."""
         bad = np.zeros(len(pieces), dtype=bool)
         bad[list(self.refused)] = True
-        error = EmbeddingAPIError(
-            f"The embeddings API failed (malformed answer): {self.message}",
-            rows=pieces[bad],
-            api_message=self.message,
-        )
+        reasons = tuple(self.refused[i] for i in np.flatnonzero(bad))
         good = [_Outcome(pieces[~bad], vectors=self.vectors[~bad])] if not bad.all() else []
-        return [*good, _Outcome(pieces[bad], error=error)]
+        return [*good, _Outcome(pieces[bad], refused=reasons)]
 
 
 class OpenAIBackend:
@@ -465,9 +467,14 @@ class OpenAIBackend:
     def _run(self, pieces, texts, n_tokens, limiter, stop, meter):
         """Embed one planned request; returns its outcomes (several if it was split)."""
         result = self._attempt(pieces, texts, n_tokens, limiter, stop, meter)
-        if not isinstance(result, _RequestFailed):
-            return result
-        return self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
+        if isinstance(result, _RequestFailed):
+            result = self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
+        if any(outcome.error is not None for outcome in result):
+            # The job stops at its first error; stopping it here, in the worker, keeps
+            # this thread from sending the next queued request before the main thread
+            # has heard of the error.
+            stop.set()
+        return result
 
     def _attempt(self, pieces, texts, n_tokens, limiter, stop, meter):
         """One request (with its retries): its outcomes, a failure, or [] if stopped."""
@@ -649,7 +656,13 @@ class OpenAIBackend:
                         continue
                     try:
                         for outcome in future.result():
-                            if outcome.error is None:
+                            if outcome.refused:
+                                # Hook for rows that cannot be normalised: named when
+                                # the job ends; they stop it only if most rows are.
+                                systemic = assembler.refuse(outcome.pieces, outcome.refused)
+                                if systemic is not None:
+                                    fail(systemic)
+                            elif outcome.error is None:
                                 assembler.add(outcome.pieces, outcome.vectors)
                             else:
                                 fail(outcome.error)
@@ -665,6 +678,8 @@ class OpenAIBackend:
                     bar.update(assembler.flush())
                 except Exception as error:
                     fail(error)
+        if not errors and assembler.refused:
+            errors.append(assembler.refused_error())  # once everything else is handed on
         if errors:
             error = errors[0]
             if not isinstance(error, EmbeddingAPIError):
@@ -692,17 +707,52 @@ class _Assembler:
         self.out = None
         self.n_texts = n_texts
         self.completed = []  # arrays of texts completed, not yet handed on
+        self.n_received = 0  # pieces answered, good or refused
+        self.refused = {}  # piece -> why its vector cannot be used
+        self.stopped = False
+
+    def refuse(self, pieces, reasons):
+        """Record pieces whose vectors cannot be normalised; their texts never complete.
+
+        Returns an error that stops the job when most of what was answered so far (at
+        least ``_SYSTEMIC_MIN_PIECES`` pieces) is refused: the server, not the texts, is
+        then at fault, and sending the rest would be paying for nothing. ``None``
+        otherwise: the job goes on, and :meth:`refused_error` names them at its end.
+        """
+        self.n_received += len(pieces)
+        self.refused.update(zip(pieces.tolist(), reasons, strict=True))
+        if (
+            self.stopped
+            or self.n_received < _SYSTEMIC_MIN_PIECES
+            or 2 * len(self.refused) <= self.n_received
+        ):
+            return None
+        self.stopped = True
+        return self.refused_error(
+            f"; {len(self.refused)} of the {self.n_received} inputs answered so far: the "
+            "server seems broken, so the job was stopped"
+        )
+
+    def refused_error(self, note=""):
+        """The error naming every piece refused (the job maps them to its texts)."""
+        counts = Counter(self.refused.values())
+        reasons = "; ".join(f"{why}: {counts[why]}" for why in sorted(counts))
+        message = (
+            f"The embeddings API failed (malformed answer): the server returned "
+            f"{len(self.refused)} vector(s) that cannot be normalised ({reasons}){note}"
+        )
+        return EmbeddingAPIError(message, rows=sorted(self.refused), api_message=reasons)
 
     def add(self, pieces, vectors):
         """Take the vectors of ``pieces``; texts they complete wait for :meth:`flush`.
+
+        A chunked text whose chunks average to no direction (they cancel out) is
+        refused like a vector that cannot be normalised.
 
         Raises
         ------
         ValueError
             If ``vectors`` are not as wide as the rows already taken (never broadcast).
-        EmbeddingAPIError
-            For chunked texts whose mean has no direction (chunks that cancel out),
-            naming their pieces, after the other texts completed here are taken.
         """
         if self.out is None:
             self.out = np.zeros((self.n_texts, vectors.shape[1]), dtype=np.float32)
@@ -710,6 +760,7 @@ class _Assembler:
             raise ValueError(
                 f"vectors of shape {vectors.shape} cannot join rows of width {self.out.shape[1]}"
             )
+        self.n_received += len(pieces)
         owners = self.owners[pieces]
         whole = ~self.chunked[owners]
         self.out[owners[whole]] = vectors[whole]
@@ -717,20 +768,17 @@ class _Assembler:
         np.subtract.at(self.missing, owners, 1)
         complete = np.unique(owners[self.missing[owners] == 0])
         means = complete[self.chunked[complete]]
-        refused = {}
         if len(means):
             self.out[means], refused = normalize_rows_checked(self.out[means])
-        if refused:
-            bad = means[list(refused)]
-            complete = np.setdiff1d(complete, bad)
+            if refused:
+                # Chunks that cancel out: the text has no direction; its pieces are named
+                # at the end like refused vectors.
+                bad = means[list(refused)]
+                for piece in np.flatnonzero(np.isin(self.owners, bad)).tolist():
+                    self.refused[piece] = "chunks averaging to a vector of no direction"
+                complete = np.setdiff1d(complete, bad)
         if len(complete):
             self.completed.append(complete)
-        if refused:
-            raise EmbeddingAPIError(
-                f"The chunks of {len(bad)} long text(s) average to a vector that cannot be "
-                f"normalised ({'; '.join(sorted(set(refused.values())))})",
-                rows=np.flatnonzero(np.isin(self.owners, bad)),
-            )
 
     def flush(self):
         """Hand the texts completed since the last flush to ``on_result``; return how many."""
