@@ -103,11 +103,17 @@ def test_hostile_magnitudes_zero_and_nonfinite_rows(fake_server, openai_embedder
     knobs = {
         "fault_seed": seed,
         "vector_log10_scale": [low, high],
-        "p_zero_row": float(rng.uniform(0, 0.15)),
-        "p_nonfinite_row": float(rng.uniform(0, 0.15)),
+        "p_zero_row": float(rng.uniform(0.03, 0.15)),
+        "p_nonfinite_row": float(rng.uniform(0.03, 0.15)),
     }
     fake_server.configure(**knobs)
     texts = _texts(rng, long_input)
+    # At least one zero or non-finite row, wherever the draw puts it.
+    extra = (f"extra {seed} {k}" for k in itertools.count())
+    texts.insert(
+        int(rng.integers(len(texts))),
+        next(t for t in extra if row_fate(t, DIM, **knobs).kind != "scaled"),
+    )
     distinct = list(dict.fromkeys(texts))
     bad = {t for t in distinct if _is_bad(t, long_input, knobs, encoding_format)}
     cache = EmbeddingCache(tmp_path / "cache") if with_cache else None
@@ -319,3 +325,34 @@ def test_a_width_change_between_answers_is_an_error_and_stops_the_job(
         want = [expected_vector("house-model", t, native_dim=width) for t in stored]
         np.testing.assert_allclose(vectors[found], np.stack(want).reshape(-1, width), atol=1e-6)
         cache.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_api_keeps_the_good_rows_of_a_line_and_resubmits_only_the_bad(
+    fake_server, openai_embedder, tmp_path, seed
+):
+    # The row knobs apply to Batch API output lines too: a line with a bad row delivers
+    # the others at once; only the bad rows are resubmitted, then named.
+    rng = np.random.default_rng(200 + seed)
+    fake_server.configure_batches(completion_seconds=0.05)
+    knobs = {"fault_seed": seed, "p_zero_row": 0.1, "p_nonfinite_row": 0.1}
+    knobs["vector_log10_scale"] = [-30, 30]
+    fake_server.configure(**knobs)
+    texts = [f"batch {seed} {i}" for i in range(int(rng.integers(10, 40)))]
+    bad = {t for t in texts if row_fate(t, DIM, **knobs).kind != "scaled"}
+    cache = EmbeddingCache(tmp_path / "cache")
+    embedder = openai_embedder(
+        dimensions=DIM, cache=cache, batch_api=True, batch_size=8, batch_poll_interval=0.02
+    )
+    if bad:
+        with pytest.raises(EmbeddingAPIError, match="cannot be normalised") as caught:
+            embedder.transform(texts)
+        assert {texts[row] for row in caught.value.rows} == bad
+    else:
+        _assert_own_unit_rows(embedder.transform(texts), texts, "error")
+    found, vectors = _cached(cache, embedder._backend().cache_namespace, texts)
+    assert {t for t, hit in zip(texts, found, strict=True) if not hit} == bad
+    _assert_own_unit_rows(vectors[found], np.array(texts)[found], "error")
+    counts = fake_server.stats()["text_counts"]
+    assert all(counts[t] == 1 for t in set(texts) - bad)
+    cache.close()
