@@ -417,7 +417,7 @@ class OpenAIBackend:
         """:meth:`_decode` of an already parsed body (the Batch API's output lines).
 
         Returns float32 rows of unit norm, in input order. The answer as a whole is
-        refused (:class:`_RequestFailed`) when it is not one vector of one width per
+        refused (:class:`_Malformed`) when it is not one vector of one width per
         input, indexed by the integers ``0..n_inputs - 1`` each once: a fractional,
         repeated or missing ``index`` is never rounded or guessed. A vector that cannot
         be normalised (zeros, a NaN or an infinity, entries too small to carry a
@@ -482,7 +482,7 @@ class OpenAIBackend:
             batch = [texts[i] for i in pieces]
             vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop, meter)
         except _RowsRefused as refused:
-            # Paid for: keep the good rows; the others fail, naming their texts.
+            # Paid for: keep the good rows; the others are refused (named at the end).
             return refused.outcomes(pieces)
         except _RequestFailed as failure:
             return failure
