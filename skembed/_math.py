@@ -48,6 +48,10 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 # float64 norms between these come from squares that neither overflowed nor underflowed.
 _F64_SAFE_MAX = 1e150
 _F64_SAFE_MIN = 1e-150
+# Rows whose largest entry is between these are normalised as they are: float32 holds
+# them with full precision, and their norms too.
+_PLAIN_MIN = 2.0**-60
+_PLAIN_MAX = 2.0**60
 
 # Preferred block shapes (queries x fitted rows). Measured on AVX-512 OpenBLAS: large
 # query blocks keep single-threaded sgemm near its peak; 2048 fitted rows keep the
@@ -219,14 +223,15 @@ def row_norms_and_normalize(X, *, zero_rows="raise", dtype=np.float32, copy=True
 def normalize_rows_checked(X):
     """Unit-norm float32 rows of vectors of any magnitude, and the rows that have none.
 
-    For vectors from outside (a server's answer, float32 or float64). Each row is
-    first divided by the power of two nearest its largest entry, which is exact, so
-    that no square overflows or underflows whatever the magnitude; a row whose values
-    are within float32's range comes out bit for bit as :func:`normalize_rows` gives
-    it. A row that cannot be normalised is not returned as zeros or NaN but reported:
-    a row of zeros, a row with a NaN or an infinity, and a row so small that its
-    entries are below ``X``'s normal range and no longer carry its direction to
-    float32 precision.
+    For vectors from outside (a server's answer, float32 or float64). A row whose
+    largest entry is far from 1 (beyond 2**-60..2**60) is first divided by the power
+    of two nearest that entry, which is exact, so that no square overflows or
+    underflows whatever the magnitude (float64 rows beyond float32's range included);
+    every other row comes out bit for bit as :func:`normalize_rows` gives it (scaled
+    ones too, as far as float32 holds them). A row that cannot be normalised is not
+    returned as zeros or NaN but reported: a row of zeros, a row with a NaN or an
+    infinity, and a row so small that its entries are below ``X``'s normal range and
+    no longer carry its direction to float32 precision.
 
     Parameters
     ----------
@@ -259,24 +264,29 @@ def normalize_rows_checked(X):
     finite = np.isfinite(X).all(axis=1)
     with np.errstate(invalid="ignore"):
         largest = np.where(finite, np.abs(X).max(axis=1), 0.0).astype(np.float64)
-    # largest = mantissa * 2**exponent, mantissa in [0.5, 1): after the division the
-    # largest entry is in [0.5, 1).
-    _, exponent = np.frexp(largest)
     usable = finite & (largest > 0)
-    scaled = np.ldexp(X[usable].astype(np.float64), -exponent[usable, np.newaxis])
-    scaled_norms = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+    out = np.zeros((n_rows, width), dtype=np.float32)
+    # The common case: float32 can hold the row and its norm's square is exact in
+    # float64, so normalize_rows takes it as it is.
+    plain = usable & (largest >= _PLAIN_MIN) & (largest <= _PLAIN_MAX)
+    if plain.all():
+        return normalize_rows(X), {}
+    out[plain] = normalize_rows(X[plain].astype(np.float32, copy=False), copy=False)
+    # The others: divided by the power of two nearest their largest entry (exact), so
+    # that the largest is in [0.5, 1) and no square overflows or underflows.
+    extreme = np.flatnonzero(usable & ~plain)
+    _, exponent = np.frexp(largest[extreme])
+    scaled = np.ldexp(X[extreme].astype(np.float64), -exponent[:, np.newaxis])
+    norms = np.ldexp(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)), exponent)
     # Entries below the normal range keep an absolute precision of half their spacing,
     # so the direction of a row of norm below tiny * sqrt(width) is off by more than
     # float32's own rounding.
-    norms = np.ldexp(scaled_norms, exponent[usable])
     faithful = norms >= float(np.finfo(X.dtype).tiny) * np.sqrt(width)
-    out = np.zeros((n_rows, width), dtype=np.float32)
-    kept = np.flatnonzero(usable)[faithful]
-    out[kept] = normalize_rows(scaled[faithful].astype(np.float32), copy=False)
+    out[extreme[faithful]] = normalize_rows(scaled[faithful].astype(np.float32), copy=False)
     refused = {int(i): "not finite (NaN or infinity)" for i in np.flatnonzero(~finite)}
     refused.update({int(i): "all zeros" for i in np.flatnonzero(finite & (largest == 0))})
     small = f"too small to carry a direction (entries below {X.dtype}'s normal range)"
-    refused.update({int(i): small for i in np.flatnonzero(usable)[~faithful]})
+    refused.update({int(i): small for i in extreme[~faithful]})
     return out, dict(sorted(refused.items()))
 
 
