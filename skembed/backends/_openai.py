@@ -39,6 +39,9 @@ TOKEN_MARGIN = 0.9
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _BACKOFF_BASE = 0.5  # seconds, doubled on each retry
 _BACKOFF_CAP = 20.0
+#: The SDK's default endpoint (identity "openai"), handed to it explicitly so that it
+#: does not read ``$OPENAI_BASE_URL`` again after the identity was fixed.
+_OPENAI_API_URL = "https://api.openai.com/v1"
 #: A job stops for vectors that cannot be normalised only once at least this many inputs
 #: were answered, more than half of them with such vectors.
 _SYSTEMIC_MIN_PIECES = 32
@@ -341,7 +344,9 @@ class OpenAIBackend:
                     )
                 else:
                     self._client = openai.OpenAI(
-                        base_url=self._endpoint, organization=self.organization, **common
+                        base_url=self._endpoint or _OPENAI_API_URL,
+                        organization=self.organization,
+                        **common,
                     )
             return self._client
 
