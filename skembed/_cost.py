@@ -104,10 +104,14 @@ def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
     Raises
     ------
     InputTooLongError
-        If an uncached text is over the model's limit and ``long_input="error"``
-        (naming ``rows``), as embedding would.
+        If a text (cached or not) is over the model's limit and
+        ``long_input="error"`` (naming ``rows``), as embedding would.
     """
     unique, inverse = _deduplicate(texts)
+    try:
+        backend.check_inputs(unique)  # as embedding would, whatever the cache holds
+    except EmbeddingError as error:
+        raise _name_user_rows(error, np.arange(len(unique)), inverse, rows) from error
     found = cached_mask(unique, backend, cache)
     todo = np.flatnonzero(~found)
     price = backend.usd_per_million_tokens if backend.pays_per_text else 0.0

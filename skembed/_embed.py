@@ -223,6 +223,11 @@ class _Job:
     def run(self):
         if self.cache is None:
             return self._fetch(np.arange(len(self.unique)), None)
+        # Before the cache is read: a call's outcome must not depend on what the cache
+        # holds (under long_input="error", a long text cached by a "truncate" run is
+        # still refused). Without a cache, ``embed`` refuses the same texts.
+        self.fetching = np.arange(len(self.unique))
+        self.backend.check_inputs(self.unique)
         self.keys = [cache_key(self.namespace, text) for text in self.unique]
         if self.backend.n_dimensions is None:
             # A model the registry does not know: embed one text, so that the cache can

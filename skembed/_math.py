@@ -35,6 +35,7 @@ __all__ = [
     "l2_normalize",
     "mean_pairwise_cosine_distance",
     "normalize_rows",
+    "normalize_rows_checked",
     "row_norms_and_normalize",
     "unit_norm_rows",
 ]
@@ -47,6 +48,10 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 # float64 norms between these come from squares that neither overflowed nor underflowed.
 _F64_SAFE_MAX = 1e150
 _F64_SAFE_MIN = 1e-150
+# Rows whose largest entry is between these are normalised as they are: float32 holds
+# them with full precision, and their norms too.
+_PLAIN_MIN = 2.0**-60
+_PLAIN_MAX = 2.0**60
 
 # Preferred block shapes (queries x fitted rows). Measured on AVX-512 OpenBLAS: large
 # query blocks keep single-threaded sgemm near its peak; 2048 fitted rows keep the
@@ -213,6 +218,76 @@ def row_norms_and_normalize(X, *, zero_rows="raise", dtype=np.float32, copy=True
     squared_norms = _squared_row_norms(X)
     _check_zero_rows(X, squared_norms, zero_rows, name)
     return X, _divide_by_norms(X, squared_norms)
+
+
+def normalize_rows_checked(X):
+    """Unit-norm float32 rows of vectors of any magnitude, and the rows that have none.
+
+    For vectors from outside (a server's answer, float32 or float64). A row whose
+    largest entry is far from 1 (beyond 2**-60..2**60) is first divided by the power
+    of two nearest that entry, which is exact, so that no square overflows or
+    underflows whatever the magnitude (float64 rows beyond float32's range included);
+    every other row comes out bit for bit as :func:`normalize_rows` gives it (scaled
+    ones too, as far as float32 holds them). A row that cannot be normalised is not
+    returned as zeros or NaN but reported: a row of zeros, a row with a NaN or an
+    infinity, and a row so small that its entries are below ``X``'s normal range and
+    no longer carry its direction to float32 precision.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), float32 or float64
+        Rows to normalise; other numeric types are read as float64. ``n_features``
+        must be at least 1.
+
+    Returns
+    -------
+    X_normalized : ndarray of shape (n_samples, n_features), dtype float32
+        Rows of unit norm; the rows refused are zeros.
+    refused : dict of {int: str}
+        The row index and the reason of each row that cannot be normalised.
+
+    Examples
+    --------
+    >>> from skembed._math import normalize_rows_checked
+    >>> unit, refused = normalize_rows_checked([[3e30, 4e30], [0.0, 0.0], [1.0, float("nan")]])
+    >>> [round(value, 6) for value in unit[0].tolist()]
+    [0.6, 0.8]
+    >>> refused
+    {1: 'all zeros', 2: 'not finite (NaN or infinity)'}
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"Expected a 2-D array of at least one column, got shape {X.shape}.")
+    n_rows, width = X.shape
+    finite = np.isfinite(X).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        largest = np.where(finite, np.abs(X).max(axis=1), 0.0).astype(np.float64)
+    usable = finite & (largest > 0)
+    out = np.zeros((n_rows, width), dtype=np.float32)
+    # The common case: float32 can hold the row and its norm's square is exact in
+    # float64, so normalize_rows takes it as it is.
+    plain = usable & (largest >= _PLAIN_MIN) & (largest <= _PLAIN_MAX)
+    if plain.all():
+        return normalize_rows(X), {}
+    out[plain] = normalize_rows(X[plain].astype(np.float32, copy=False), copy=False)
+    # The others: divided by the power of two nearest their largest entry (exact), so
+    # that the largest is in [0.5, 1) and no square overflows or underflows.
+    extreme = np.flatnonzero(usable & ~plain)
+    _, exponent = np.frexp(largest[extreme])
+    scaled = np.ldexp(X[extreme].astype(np.float64), -exponent[:, np.newaxis])
+    norms = np.ldexp(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)), exponent)
+    # Entries below the normal range keep an absolute precision of half their spacing,
+    # so the direction of a row of norm below tiny * sqrt(width) is off by more than
+    # float32's own rounding.
+    faithful = norms >= float(np.finfo(X.dtype).tiny) * np.sqrt(width)
+    out[extreme[faithful]] = normalize_rows(scaled[faithful].astype(np.float32), copy=False)
+    refused = {int(i): "not finite (NaN or infinity)" for i in np.flatnonzero(~finite)}
+    refused.update({int(i): "all zeros" for i in np.flatnonzero(finite & (largest == 0))})
+    small = f"too small to carry a direction (entries below {X.dtype}'s normal range)"
+    refused.update({int(i): small for i in extreme[~faithful]})
+    return out, dict(sorted(refused.items()))
 
 
 def l2_normalize(X, *, copy=True, name="X"):

@@ -31,7 +31,11 @@ MEMBERS = {
     "usd_per_million_tokens": (float, type(None)),
     "resumable": (bool,),
 }
-METHODS = {"count_billed_tokens": ["texts"], "embed": ["texts", "on_result", "meter"]}
+METHODS = {
+    "check_inputs": ["texts"],
+    "count_billed_tokens": ["texts"],
+    "embed": ["texts", "on_result", "meter"],
+}
 
 
 def test_the_protocol_lists_the_members_checked_here():
@@ -93,6 +97,9 @@ def test_a_backend_missing_a_member_fails_loudly():
         n_dimensions = 2
         pays_per_txt = False  # the typo: not "free" by default
         usd_per_million_tokens = 0.0
+
+        def check_inputs(self, texts):
+            pass
 
         def count_billed_tokens(self, texts):
             return np.zeros(len(texts), dtype=np.int64)

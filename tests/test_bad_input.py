@@ -65,6 +65,9 @@ class _HashBackend:
         self.n_dimensions = dim
         self.cache_namespace = f"test-hash-{dim}"
 
+    def check_inputs(self, texts):
+        pass
+
     def count_billed_tokens(self, texts):
         return np.zeros(len(texts), dtype=np.int64)
 

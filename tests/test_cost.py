@@ -250,6 +250,9 @@ class FreeBackend:
     resumable = False
     usd_per_million_tokens = 0.0
 
+    def check_inputs(self, texts):
+        pass
+
     def count_billed_tokens(self, texts):
         return np.zeros(len(texts), dtype=np.int64)
 

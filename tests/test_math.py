@@ -69,6 +69,50 @@ def test_l2_normalize_names_zero_rows():
         l2_normalize(X)
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_rows_checked_any_magnitude_and_the_rows_it_refuses(seed, dtype):
+    # Rows of random magnitude 1e-300..1e300 (cast to ``dtype``, as a server would send
+    # them), with zero and non-finite rows: every row is returned unit-norm in its own
+    # direction, or refused with its reason, and never returned as zeros or NaN.
+    rng = np.random.default_rng(seed)
+    n, width = 200, int(rng.integers(1, 70))
+    unit = rng.standard_normal((n, width))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        X = (unit * 10.0 ** rng.uniform(-300, 300, size=(n, 1))).astype(dtype)
+    kind = rng.choice(["scaled", "zero", "nan", "inf"], size=n, p=[0.7, 0.1, 0.1, 0.1])
+    X[kind == "zero"] = 0
+    X[kind == "nan", 0] = np.nan
+    X[kind == "inf", -1] = -np.inf
+    out, refused = _math.normalize_rows_checked(X)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    for row in range(n):
+        wire = X[row].astype(np.float64)
+        if not np.isfinite(wire).all():
+            assert refused[row].startswith("not finite")
+        elif not wire.any():
+            assert refused[row] == "all zeros"
+        elif row in refused:
+            # Only a row whose norm is below tiny * sqrt(width) is too small.
+            largest = np.abs(wire).max()
+            norm = largest * np.linalg.norm(wire / largest)
+            assert norm < np.finfo(dtype).tiny * np.sqrt(width), refused[row]
+            assert refused[row].startswith("too small")
+        else:
+            assert_allclose(np.linalg.norm(out[row].astype(np.float64)), 1.0, atol=1e-6)
+            # Its own direction: the direction of what came, to float32 precision.
+            largest = np.abs(wire).max()
+            direction = (wire / largest) / np.linalg.norm(wire / largest)
+            assert_allclose(out[row], direction, atol=1e-6)
+        if row in refused:
+            assert not out[row].any()
+    # Rows of ordinary magnitude come out exactly as normalize_rows gives them.
+    plain = np.flatnonzero((kind == "scaled") & (np.abs(X).max(axis=1) > 1e-10))
+    plain = plain[np.abs(X[plain]).max(axis=1) < 1e10]
+    assert_array_equal(out[plain], _math.normalize_rows(X[plain].astype(np.float32)))
+
+
 def test_unit_norm_rows_copies_only_when_needed():
     unit = l2_normalize(np.random.default_rng(0).standard_normal((10, 4)))
     assert unit_norm_rows(unit) is unit

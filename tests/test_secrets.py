@@ -309,7 +309,8 @@ def test_errors_logs_and_tracebacks_hold_no_key(
 def test_a_failed_job_leaves_no_key_in_the_estimator_or_its_cache(
     canary_server, openai_embedder, all_logs, tmp_path
 ):
-    canary_server.configure(faults=[{"kind": "500"}] * 4)
+    # "kept" and its one retry fail; the job then stops before sending "lost".
+    canary_server.configure(faults=[{"kind": "500"}] * 2)
     cache_dir = tmp_path / "cache"
     embedder = openai_embedder(cache=str(cache_dir), batch_size=1, max_concurrency=1)
     with pytest.raises(EmbeddingAPIError):

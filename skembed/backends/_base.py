@@ -81,6 +81,8 @@ class EmbeddingBackend(Protocol):
     ...     pays_per_text = False
     ...     usd_per_million_tokens = 0.0
     ...     resumable = False
+    ...     def check_inputs(self, texts):
+    ...         pass
     ...     def count_billed_tokens(self, texts):
     ...         return np.zeros(len(texts), dtype=np.int64)
     ...     def embed(self, texts, on_result=None, meter=None):
@@ -98,6 +100,27 @@ class EmbeddingBackend(Protocol):
     pays_per_text: bool
     usd_per_million_tokens: float | None
     resumable: bool
+
+    def check_inputs(self, texts: Sequence[str]) -> None:
+        """Refuse the texts that ``embed`` would refuse for what they are, before any work.
+
+        The job calls it on every distinct text of a call, cached or not, before it
+        reads the cache, so that a call's outcome never depends on what the cache holds
+        (a long text cached under ``long_input="truncate"`` is still refused under
+        ``"error"``). It must be cheap for ordinary texts; a backend that refuses no
+        text for its content does nothing.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Validated, distinct texts.
+
+        Raises
+        ------
+        InputTooLongError
+            For texts over the model's limit under ``long_input="error"``; ``rows``
+            holds their positions.
+        """
 
     def count_billed_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Count the tokens that embedding each text would send (long-input policy applied).

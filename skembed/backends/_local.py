@@ -278,11 +278,40 @@ class LocalBackend:
     def cache_namespace(self):
         _, digest = _verified_model()
         namespace = f"local:{MODEL_NAME}:{digest[:16]}:max_length={self.max_length}"
-        # A text that fits gets the same vector under every policy, and "error" returns
-        # only such texts, so it shares "truncate"'s space; "chunk" differs on long texts.
+        # A text that fits gets the same vector under every policy, so "error" shares
+        # "truncate"'s space: the job asks ``check_inputs`` to refuse a long text before
+        # reading the cache, where a truncated vector of it may be. "chunk" differs on
+        # long texts.
         if self.long_input == "chunk":
             namespace += ":long_input=chunk"
         return namespace
+
+    def check_inputs(self, texts: Sequence[str]) -> None:
+        """Refuse what ``embed`` would refuse, cached or not: long texts under "error".
+
+        Only texts of more than a third of ``max_length`` characters are tokenized: a
+        character gives at most three word pieces (a Hangul syllable, its three jamo).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Validated texts.
+
+        Raises
+        ------
+        InputTooLongError
+            If ``long_input="error"`` and a text is longer than ``max_length`` tokens;
+            ``rows`` holds their positions in ``texts``.
+        """
+        if self.long_input != "error":
+            return
+        width = self.max_length - 2
+        candidates = np.array(
+            [i for i, text in enumerate(texts) if 3 * len(text) > width], dtype=np.intp
+        )
+        if len(candidates):
+            pieces, complete = self._word_pieces(_get_tokenizer(), [texts[i] for i in candidates])
+            self._refuse_long(pieces, complete, candidates)
 
     def count_billed_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """No token is billed: zeros (see :class:`~skembed.backends.EmbeddingBackend`).
@@ -392,11 +421,8 @@ class LocalBackend:
     def _windows(self, pieces, complete):
         """Cut each text's word pieces into the sequences to run, with owner and weight."""
         width = self.max_length - 2  # room left by [CLS] and [SEP]
-        lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
-        too_long = np.flatnonzero(lengths > width)
-        if too_long.size and self.long_input == "error":
-            longest = too_long[np.argmax(lengths[too_long])]
-            raise self._too_long_error(too_long, lengths[too_long] + 2, exact=complete[longest])
+        if self.long_input == "error":
+            self._refuse_long(pieces, complete, np.arange(len(pieces)))
         windows, owners, weights = [], [], []
         for position, ids in enumerate(pieces):
             if len(ids) <= width or self.long_input == "truncate":
@@ -413,6 +439,16 @@ class LocalBackend:
             np.asarray(owners, dtype=np.intp),
             np.asarray(weights, dtype=np.float32),
         )
+
+    def _refuse_long(self, pieces, complete, positions):
+        """Raise naming ``positions[i]`` for each text ``i`` over ``max_length``."""
+        lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
+        too_long = np.flatnonzero(lengths > self.max_length - 2)
+        if too_long.size:
+            longest = too_long[np.argmax(lengths[too_long])]
+            raise self._too_long_error(
+                positions[too_long], lengths[too_long] + 2, exact=complete[longest]
+            )
 
     def _too_long_error(self, positions, n_tokens, exact=True):
         # The positions go in `rows`, not in the text: the estimator translates them into

@@ -17,20 +17,21 @@ import os
 import random
 import re
 import threading
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .._math import normalize_rows
+from .._math import normalize_rows_checked
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
-from ._base import EmbeddingAPIError, RequestMeter
+from ._base import EmbeddingAPIError, InputTooLongError, RequestMeter
 from ._planner import plan_pieces, plan_requests
 from ._rate_limit import RateLimiter
 
-__all__ = ["OpenAIBackend", "endpoint_identity"]
+__all__ = ["OpenAIBackend", "endpoint_identity", "resolve_endpoint"]
 
 #: Keep each request this far under the API's 300k-token cap, so that a server whose
 #: tokenizer counts slightly differently from tiktoken still accepts it.
@@ -38,26 +39,93 @@ TOKEN_MARGIN = 0.9
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _BACKOFF_BASE = 0.5  # seconds, doubled on each retry
 _BACKOFF_CAP = 20.0
+#: The SDK's default endpoint (identity "openai"), handed to it explicitly so that it
+#: does not read ``$OPENAI_BASE_URL`` again after the identity was fixed.
+_OPENAI_API_URL = "https://api.openai.com/v1"
+#: A job stops for vectors that cannot be normalised only once at least this many inputs
+#: were answered, more than half of them with such vectors.
+_SYSTEMIC_MIN_PIECES = 32
+
+
+def resolve_endpoint(base_url, api_version=None):
+    """The URL the SDK will send to, resolved from the environment as the SDK does it.
+
+    Plain OpenAI (no ``api_version``): ``base_url``, else ``$OPENAI_BASE_URL``, else
+    ``None`` for the SDK's default endpoint (OpenAI's API). Azure (``api_version`` set):
+    ``base_url`` is the resource's endpoint (the SDK's ``azure_endpoint``), else
+    ``$AZURE_OPENAI_ENDPOINT``; ``$OPENAI_BASE_URL`` plays no part, as in the SDK.
+
+    Parameters
+    ----------
+    base_url : str or None
+        The estimator's ``base_url``.
+    api_version : str or None, default=None
+        The estimator's ``api_version`` (Azure OpenAI when set).
+
+    Returns
+    -------
+    str or None
+        The endpoint to hand the SDK, ``None`` meaning its default.
+
+    Raises
+    ------
+    ValueError
+        Azure with no endpoint, or an empty endpoint: before any request, where the
+        SDK would refuse to build its client (or send to a relative URL).
+
+    Examples
+    --------
+    >>> resolve_endpoint("http://localhost:8000/v1")
+    'http://localhost:8000/v1'
+    """
+    if api_version:
+        url = base_url if base_url is not None else os.environ.get("AZURE_OPENAI_ENDPOINT")
+        if url is None:
+            raise ValueError(
+                "Azure OpenAI (api_version is set) needs the resource's endpoint: pass "
+                "base_url='https://<resource>.openai.azure.com' or set the environment "
+                "variable AZURE_OPENAI_ENDPOINT."
+            )
+        where = "base_url" if base_url is not None else "AZURE_OPENAI_ENDPOINT"
+    else:
+        url = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL")
+        where = "base_url" if base_url is not None else "OPENAI_BASE_URL"
+    if url is not None and not str(url).strip():
+        raise ValueError(
+            f"{where} is empty; give the endpoint's URL, or leave it unset for the default."
+        )
+    return None if url is None else str(url)
 
 
 def endpoint_identity(base_url, api_version=None):
     """The endpoint's identity for cache keys: the URL without credentials or query.
 
-    ``None`` (the SDK's default endpoint, or ``OPENAI_BASE_URL`` when set) is resolved
-    the way the SDK resolves it, so the identity names the server that answers.
+    The endpoint is resolved as the SDK resolves it (:func:`resolve_endpoint`,
+    environment variables included), so the identity names the server that answers:
+    ``"openai"`` for the SDK's default, the URL with its scheme and host in lower
+    case, without credentials, query, fragment or trailing slash (an IPv6 host keeps
+    its brackets), and for Azure the URL of the resource and the API version.
 
     Examples
     --------
     >>> endpoint_identity("https://user:secret@example.org/v1/?key=1")
     'https://example.org/v1'
+    >>> endpoint_identity("http://[::1]:1/v1"), endpoint_identity("http://[::1:1]/v1")
+    ('http://[::1]:1/v1', 'http://[::1:1]/v1')
     """
-    url = base_url or os.environ.get("OPENAI_BASE_URL")
-    if not url:
+    url = resolve_endpoint(base_url, api_version)
+    if url is None:
         return "openai"
-    parts = urlsplit(str(url))
+    parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if ":" in host:  # an IPv6 address: without its brackets, "[::1]:1" reads as "::1:1"
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("The endpoint's URL has an invalid port.") from None
+    if port is not None:
+        host = f"{host}:{port}"
     identity = urlunsplit((parts.scheme.lower(), host.lower(), parts.path.rstrip("/"), "", ""))
     return f"{identity}@azure-{api_version}" if api_version else identity
 
@@ -69,6 +137,9 @@ class _Outcome:
     pieces: np.ndarray
     vectors: np.ndarray | None = None
     error: EmbeddingAPIError | None = None
+    #: Inputs answered with vectors that cannot be normalised, and why (one reason
+    #: per piece): not an error of the job, named when it ends (``_Assembler.refuse``).
+    refused: tuple = ()
 
 
 class _Stopped(Exception):
@@ -83,6 +154,40 @@ class _RequestFailed(Exception):
         self.status = status
         self.message = message
         self.too_large = too_large
+
+
+class _Malformed(_RequestFailed):
+    """An answer that is not what was asked for (not JSON, bad indices, no vectors)."""
+
+    def __init__(self, message):
+        super().__init__(None, message)
+
+
+class _RowsRefused(_Malformed):
+    """An answer whose vectors for some inputs cannot be normalised; the rest are good.
+
+    ``vectors`` holds every row in input order (unit rows, zeros where refused);
+    ``refused`` maps each refused input's position to the reason. Caught as a
+    whole-answer failure by a caller that does not look inside (it then loses the
+    good rows, never returns a bad one).
+    """
+
+    def __init__(self, vectors, refused):
+        counts = Counter(refused.values())
+        reasons = "; ".join(f"{why}: {counts[why]}" for why in sorted(counts))
+        super().__init__(
+            f"the server returned {len(refused)} vector(s) that cannot be normalised ({reasons})"
+        )
+        self.vectors = vectors
+        self.refused = refused
+
+    def outcomes(self, pieces):
+        """The good rows as one outcome, the refused ones as another."""
+        bad = np.zeros(len(pieces), dtype=bool)
+        bad[list(self.refused)] = True
+        reasons = tuple(self.refused[i] for i in np.flatnonzero(bad))
+        good = [_Outcome(pieces[~bad], vectors=self.vectors[~bad])] if not bad.all() else []
+        return [*good, _Outcome(pieces[bad], refused=reasons)]
 
 
 class OpenAIBackend:
@@ -167,6 +272,9 @@ class OpenAIBackend:
         )
         self.base_url = base_url
         self.api_version = api_version
+        # Resolved once, here, and handed to the SDK as it is: the cache identity and
+        # the client then name the same server, whatever the environment says later.
+        self._endpoint = resolve_endpoint(base_url, api_version)
         self.api_key_env = api_key_env or (
             "AZURE_OPENAI_API_KEY" if api_version else "OPENAI_API_KEY"
         )
@@ -190,10 +298,12 @@ class OpenAIBackend:
             self._shared_limiter = rate_limiter_from_url(rate_limiter, account)
         # Fixed here: a width learnt later (from the first answer) does not move the
         # vectors of a model of unknown width to another namespace.
-        parts = ["openai", endpoint_identity(base_url, api_version), model, str(self.n_dimensions)]
-        # A text within the limit gets the same vector under every policy, and "error"
-        # embeds only such texts, so it shares "truncate"'s space; "chunk" differs on
-        # long texts and gets its own.
+        identity = endpoint_identity(self._endpoint, api_version)
+        parts = ["openai", identity, model, str(self.n_dimensions)]
+        # A text within the limit gets the same vector under every policy, so "error"
+        # shares "truncate"'s space: the job asks ``check_inputs`` to refuse a long text
+        # before reading the cache, where a truncated vector of it may be. "chunk"
+        # differs on long texts and gets its own.
         if long_input == "chunk":
             parts.append("long_input=chunk")
         self.cache_namespace = "|".join(parts)
@@ -230,11 +340,13 @@ class OpenAIBackend:
                     _hide_url_credentials_in_http_logs()
                 if self.api_version:
                     self._client = openai.AzureOpenAI(
-                        azure_endpoint=self.base_url, api_version=self.api_version, **common
+                        azure_endpoint=self._endpoint, api_version=self.api_version, **common
                     )
                 else:
                     self._client = openai.OpenAI(
-                        base_url=self.base_url, organization=self.organization, **common
+                        base_url=self._endpoint or _OPENAI_API_URL,
+                        organization=self.organization,
+                        **common,
                     )
             return self._client
 
@@ -299,37 +411,44 @@ class OpenAIBackend:
                 raise _Stopped
 
     def _decode(self, content, n_inputs):
-        """Parse a response body into an ``(n_inputs, d)`` array, ordered by ``index``."""
+        """Parse a response body into ``(n_inputs, d)`` unit rows, ordered by ``index``."""
         try:
             body = json.loads(content)
         except ValueError as error:
-            raise _RequestFailed(None, f"malformed response ({error})") from None
+            raise _Malformed(f"malformed response ({error})") from None
         return self._decode_body(body, n_inputs)
 
     def _decode_body(self, body, n_inputs):
-        """:meth:`_decode` of an already parsed body (the Batch API's output lines)."""
+        """:meth:`_decode` of an already parsed body (the Batch API's output lines).
+
+        Returns float32 rows of unit norm, in input order. The answer as a whole is
+        refused (:class:`_Malformed`) when it is not one vector of one width per
+        input, indexed by the integers ``0..n_inputs - 1`` each once: a fractional,
+        repeated or missing ``index`` is never rounded or guessed. A vector that cannot
+        be normalised (zeros, a NaN or an infinity, entries too small to carry a
+        direction) refuses only its own row: :class:`_RowsRefused` carries the others.
+        """
         try:
             items = body["data"]
-            order = np.array([item["index"] for item in items], dtype=np.intp)
+            if not isinstance(items, list):
+                raise TypeError("'data' is not a list")
+            order = [item["index"] for item in items]
             rows = [item["embedding"] for item in items]
-            if rows and isinstance(rows[0], str):
-                vectors = np.stack(
-                    [np.frombuffer(base64.b64decode(row), dtype="<f4") for row in rows]
-                )
-            else:
-                vectors = np.asarray(rows, dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as error:
-            raise _RequestFailed(None, f"malformed response ({error})") from None
-        if vectors.ndim != 2 or sorted(order.tolist()) != list(range(n_inputs)):
-            raise _RequestFailed(
-                None,
-                f"malformed response: expected {n_inputs} embeddings indexed 0..{n_inputs - 1}",
+        except (KeyError, TypeError) as error:
+            raise _Malformed(f"malformed response ({error!r})") from None
+        problem = _index_problem(order, n_inputs)
+        if problem:
+            raise _Malformed(
+                f"malformed response: expected {n_inputs} embeddings indexed "
+                f"0..{n_inputs - 1}, {problem}",
             )
-        if not np.isfinite(vectors).all():
-            raise _RequestFailed(None, "the server returned non-finite values")
+        vectors = _wire_matrix(rows)
         self._check_width(vectors.shape[1])
-        result = np.empty_like(vectors)
-        result[order] = vectors
+        unit, refused = normalize_rows_checked(vectors)
+        result = np.empty_like(unit)
+        result[order] = unit
+        if refused:
+            raise _RowsRefused(result, {order[row]: why for row, why in refused.items()})
         return result
 
     def _check_width(self, width):
@@ -353,20 +472,28 @@ class OpenAIBackend:
     def _run(self, pieces, texts, n_tokens, limiter, stop, meter):
         """Embed one planned request; returns its outcomes (several if it was split)."""
         result = self._attempt(pieces, texts, n_tokens, limiter, stop, meter)
-        if not isinstance(result, _RequestFailed):
-            return [result] if result is not None else []
-        return self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
+        if isinstance(result, _RequestFailed):
+            result = self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
+        if any(outcome.error is not None for outcome in result):
+            # The job stops at its first error; stopping it here, in the worker, keeps
+            # this thread from sending the next queued request before the main thread
+            # has heard of the error.
+            stop.set()
+        return result
 
     def _attempt(self, pieces, texts, n_tokens, limiter, stop, meter):
-        """One request (with its retries): an outcome, a failure, or None if stopped."""
+        """One request (with its retries): its outcomes, a failure, or [] if stopped."""
         try:
             batch = [texts[i] for i in pieces]
             vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop, meter)
+        except _RowsRefused as refused:
+            # Paid for: keep the good rows; the others are refused (named at the end).
+            return refused.outcomes(pieces)
         except _RequestFailed as failure:
             return failure
         except _Stopped:
-            return None
-        return _Outcome(pieces, vectors=vectors)
+            return []
+        return [_Outcome(pieces, vectors=vectors)]
 
     def _split(self, pieces, failure, texts, n_tokens, limiter, stop, meter):
         """Narrow a refused request down to the inputs at fault, keeping the rest.
@@ -389,12 +516,14 @@ class OpenAIBackend:
         for half, result in zip(halves, results, strict=True):
             if isinstance(result, _RequestFailed):
                 outcomes += self._split(half, result, texts, n_tokens, limiter, stop, meter)
-            elif result is not None:
-                outcomes.append(result)
+            else:
+                outcomes += result
         return outcomes
 
     def _error(self, failure, pieces):
         status = f"HTTP {failure.status}" if failure.status else "no answer"
+        if isinstance(failure, _Malformed):
+            status = "malformed answer"
         if failure.status in (401, 403):
             message = (
                 f"The embeddings API refused the API key read from ${self.api_key_env} "
@@ -423,6 +552,43 @@ class OpenAIBackend:
             long_input=self.long_input,
             encoding=self.info.encoding,
         )
+
+    def check_inputs(self, texts):
+        """Refuse what ``embed`` would refuse, cached or not: long texts under "error".
+
+        A token is at least one byte of UTF-8, so only texts longer than the model's
+        limit in bytes are counted: checking a corpus of ordinary texts costs no
+        tokenizing.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Distinct, valid texts.
+
+        Raises
+        ------
+        InputTooLongError
+            If ``long_input="error"`` and a text is over the model's limit; ``rows``
+            holds their positions in ``texts``.
+        """
+        if self.long_input != "error":
+            return
+        limit = self.info.max_input_tokens
+        # 4 * characters >= UTF-8 bytes >= tokens: the first test is free.
+        candidates = np.array(
+            [
+                i
+                for i, text in enumerate(texts)
+                if 4 * len(text) > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+            ],
+            dtype=np.intp,
+        )
+        if not len(candidates):
+            return
+        try:
+            self.count_billed_tokens([texts[i] for i in candidates])
+        except InputTooLongError as error:
+            raise error.with_rows(candidates[list(error.rows)], error.message) from None
 
     def count_billed_tokens(self, texts):
         """Tokens that embedding each text sends, after the ``long_input`` policy.
@@ -495,7 +661,13 @@ class OpenAIBackend:
                         continue
                     try:
                         for outcome in future.result():
-                            if outcome.error is None:
+                            if outcome.refused:
+                                # Hook for rows that cannot be normalised: named when
+                                # the job ends; they stop it only if most rows are.
+                                systemic = assembler.refuse(outcome.pieces, outcome.refused)
+                                if systemic is not None:
+                                    fail(systemic)
+                            elif outcome.error is None:
                                 assembler.add(outcome.pieces, outcome.vectors)
                             else:
                                 fail(outcome.error)
@@ -511,6 +683,8 @@ class OpenAIBackend:
                     bar.update(assembler.flush())
                 except Exception as error:
                     fail(error)
+        if not errors and assembler.refused:
+            errors.append(assembler.refused_error())  # once everything else is handed on
         if errors:
             error = errors[0]
             if not isinstance(error, EmbeddingAPIError):
@@ -521,7 +695,13 @@ class OpenAIBackend:
 
 
 class _Assembler:
-    """Gathers piece vectors into one vector per text, handing each text on when complete."""
+    """Gathers piece vectors into one vector per text, handing each text on when complete.
+
+    Pieces arrive as unit rows (:meth:`OpenAIBackend._decode_body`): a whole text's row
+    is kept as it is; a chunked text's row is the mean of its chunks' unit rows,
+    weighted by their tokens and normalised again, so that no chunk outweighs another
+    by its magnitude on the wire.
+    """
 
     def __init__(self, n_texts, owners, piece_tokens, on_result):
         self.owners = owners
@@ -532,20 +712,77 @@ class _Assembler:
         self.out = None
         self.n_texts = n_texts
         self.completed = []  # arrays of texts completed, not yet handed on
+        self.n_received = 0  # pieces answered, good or refused
+        self.refused = {}  # piece -> why its vector cannot be used
+        self.stopped = False
+
+    def refuse(self, pieces, reasons):
+        """Record pieces whose vectors cannot be normalised; their texts never complete.
+
+        Returns an error that stops the job when most of what was answered so far (at
+        least ``_SYSTEMIC_MIN_PIECES`` pieces) is refused: the server, not the texts, is
+        then at fault, and sending the rest would be paying for nothing. ``None``
+        otherwise: the job goes on, and :meth:`refused_error` names them at its end.
+        """
+        self.n_received += len(pieces)
+        self.refused.update(zip(pieces.tolist(), reasons, strict=True))
+        if (
+            self.stopped
+            or self.n_received < _SYSTEMIC_MIN_PIECES
+            or 2 * len(self.refused) <= self.n_received
+        ):
+            return None
+        self.stopped = True
+        return self.refused_error(
+            f"; {len(self.refused)} of the {self.n_received} inputs answered so far: the "
+            "server seems broken, so the job was stopped"
+        )
+
+    def refused_error(self, note=""):
+        """The error naming every piece refused (the job maps them to its texts)."""
+        counts = Counter(self.refused.values())
+        reasons = "; ".join(f"{why}: {counts[why]}" for why in sorted(counts))
+        message = (
+            f"The embeddings API failed (malformed answer): the server returned "
+            f"{len(self.refused)} vector(s) that cannot be normalised ({reasons}){note}"
+        )
+        return EmbeddingAPIError(message, rows=sorted(self.refused), api_message=reasons)
 
     def add(self, pieces, vectors):
-        """Take the vectors of ``pieces``; texts they complete wait for :meth:`flush`."""
+        """Take the vectors of ``pieces``; texts they complete wait for :meth:`flush`.
+
+        A chunked text whose chunks average to no direction (they cancel out) is
+        refused like a vector that cannot be normalised.
+
+        Raises
+        ------
+        ValueError
+            If ``vectors`` are not as wide as the rows already taken (never broadcast).
+        """
         if self.out is None:
             self.out = np.zeros((self.n_texts, vectors.shape[1]), dtype=np.float32)
+        elif vectors.ndim != 2 or vectors.shape[1] != self.out.shape[1]:
+            raise ValueError(
+                f"vectors of shape {vectors.shape} cannot join rows of width {self.out.shape[1]}"
+            )
+        self.n_received += len(pieces)
         owners = self.owners[pieces]
-        # Chunks add up weighted by their tokens; a whole text's row is set once.
-        np.add.at(self.out, owners, vectors * self.weights[pieces, None])
+        whole = ~self.chunked[owners]
+        self.out[owners[whole]] = vectors[whole]
+        np.add.at(self.out, owners[~whole], vectors[~whole] * self.weights[pieces[~whole], None])
         np.subtract.at(self.missing, owners, 1)
         complete = np.unique(owners[self.missing[owners] == 0])
+        means = complete[self.chunked[complete]]
+        if len(means):
+            self.out[means], refused = normalize_rows_checked(self.out[means])
+            if refused:
+                # Chunks that cancel out: the text has no direction; its pieces are named
+                # at the end like refused vectors.
+                bad = means[list(refused)]
+                for piece in np.flatnonzero(np.isin(self.owners, bad)).tolist():
+                    self.refused[piece] = "chunks averaging to a vector of no direction"
+                complete = np.setdiff1d(complete, bad)
         if len(complete):
-            self.out[complete] = normalize_rows(
-                self.out[complete], copy=False, name="The server's vectors"
-            )
             self.completed.append(complete)
 
     def flush(self):
@@ -559,6 +796,50 @@ class _Assembler:
 
     def result(self):
         return self.out
+
+
+def _index_problem(order, n_inputs):
+    """What is wrong with an answer's ``index`` values; "" when they are 0..n-1, once each."""
+    for index in order:
+        if type(index) is not int:  # 2.5, "1", True: never rounded or converted
+            return f"got index {index!r}, which is not an integer"
+    counts = Counter(order)
+    problems = []
+    for what, values in (
+        ("repeated", [i for i, count in counts.items() if count > 1]),
+        ("out of range", [i for i in counts if not 0 <= i < n_inputs]),
+        ("missing", [i for i in range(n_inputs) if i not in counts]),
+    ):
+        if values:
+            shown = ", ".join(str(i) for i in sorted(values)[:5])
+            problems.append(f"index {shown}{', ...' if len(values) > 5 else ''} {what}")
+    return "; ".join(problems)
+
+
+def _wire_matrix(rows):
+    """An answer's vectors as one 2-D array: float32 from base64, float64 from numbers.
+
+    JSON numbers are kept in float64, so that values beyond float32's range are
+    normalised instead of becoming infinities.
+    """
+    try:
+        if all(isinstance(row, str) for row in rows):
+            vectors = np.stack(
+                [np.frombuffer(base64.b64decode(row, validate=True), dtype="<f4") for row in rows]
+            )
+        else:
+            vectors = np.asarray(rows)
+            if vectors.dtype.kind not in "iuf":
+                raise TypeError("the embeddings are not lists of numbers")
+            vectors = vectors.astype(np.float64)
+    except (ValueError, TypeError) as error:
+        raise _Malformed(f"malformed response ({error})") from None
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise _Malformed(
+            "malformed response: the embeddings are not non-empty vectors of one length "
+            f"(shape {vectors.shape})",
+        )
+    return vectors
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

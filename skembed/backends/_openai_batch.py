@@ -46,6 +46,7 @@ from ._openai import (
     _progress_bar,
     _RequestFailed,
     _retry_after,
+    _RowsRefused,
 )
 from ._planner import plan_requests
 
@@ -502,15 +503,18 @@ class _BatchJob:
         """Deliver the vectors of an answered line; fail the inputs whose rows are unusable."""
         try:
             vectors = self.backend._decode_body(body, len(line))
+        except _RowsRefused as refused:
+            # Paid for: keep the good rows; resubmit only the refused ones.
+            bad = set(refused.refused)
+            good = [i for i in range(len(line)) if i not in bad]
+            if good:
+                self._deliver([line[i] for i in good], refused.vectors[good])
+            self._fail([line[i] for i in sorted(bad)], None, refused.message)
+            return
         except _RequestFailed as failure:
             self._fail(line, None, failure.message)
             return
-        usable = _usable_rows(vectors)
-        if not usable.all():
-            bad = [d for d, ok in zip(line, usable, strict=True) if not ok]
-            self._fail(bad, None, "the server's vector for this input is all zeros or not finite")
-        if usable.any():
-            self._deliver([d for d, ok in zip(line, usable, strict=True) if ok], vectors[usable])
+        self._deliver(line, vectors)
 
     def _line_tokens(self, line):
         return sum(self.tokens[d] for d in line)
@@ -564,11 +568,6 @@ class _BatchJob:
 def _object(value):
     """``value`` if it is a JSON object, else an empty one (a malformed line's parts)."""
     return value if isinstance(value, dict) else {}
-
-
-def _usable_rows(vectors):
-    """Which rows have a direction: finite, and not all zeros (so they can be normalised)."""
-    return np.isfinite(vectors).all(axis=1) & np.any(vectors != 0, axis=1)
 
 
 def _transport_errors():

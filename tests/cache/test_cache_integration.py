@@ -212,6 +212,9 @@ class _MeetingBackend:
         self.resumable = False
         self.meeting = threading.Barrier(2, timeout=2)
 
+    def check_inputs(self, texts):
+        pass
+
     def count_billed_tokens(self, texts):
         return np.zeros(len(texts), dtype=np.int64)
 
