@@ -40,6 +40,7 @@ __all__ = [
     "key_array",
     "lock_name",
     "width_conflict",
+    "width_state",
 ]
 
 KEY_SIZE = 32
@@ -288,7 +289,8 @@ class StateBlob(abc.ABC):
 WIDTHS_ROOM = "widths"
 
 
-def _width_state(namespace):
+def width_state(namespace):
+    """The state name of ``namespace``'s width record."""
     return f"{WIDTHS_ROOM}/{lock_name(namespace)}.json"
 
 
@@ -492,7 +494,7 @@ class CacheStore(abc.ABC):
         CacheCorruptionError
             If the record is damaged.
         """
-        blob = self.state(_width_state(namespace))
+        blob = self.state(width_state(namespace))
         data = blob.read()
         if data is None:
             return None
@@ -527,7 +529,7 @@ class CacheStore(abc.ABC):
         recorded = self.recorded_width(namespace)
         if recorded == width:
             return
-        blob = self.state(_width_state(namespace))
+        blob = self.state(width_state(namespace))
         if recorded is not None:
             raise ValueError(width_conflict(recorded, width, blob.location))
         blob.write(json.dumps({"n_dimensions": width}).encode())
