@@ -77,22 +77,29 @@ def connect_read_only(index, scratch):
     """
     uri = pathlib.Path(index).as_uri()
     try:
-        conn = connect(f"{uri}?mode=ro")
-        conn.execute("PRAGMA user_version").fetchone()  # SQLite opens lazily
-        return conn
+        return _opened(f"{uri}?mode=ro")
     except sqlite3.OperationalError as exc:
         if "unable to open" not in str(exc):
             raise
     log = f"{index}-wal"
     if not os.path.exists(log) or os.path.getsize(log) == 0:
-        return connect(f"{uri}?immutable=1")
+        return _opened(f"{uri}?immutable=1")
     copy = os.path.join(scratch(), "read-only-index")
     os.makedirs(copy, mode=0o700, exist_ok=True)
     target = os.path.join(copy, os.path.basename(index))
     shutil.copyfile(index, target)
     shutil.copyfile(log, f"{target}-wal")
-    conn = connect(f"{pathlib.Path(target).as_uri()}?mode=ro")
-    conn.execute("PRAGMA user_version").fetchone()
+    return _opened(f"{pathlib.Path(target).as_uri()}?mode=ro")
+
+
+def _opened(uri):
+    """A connection that has read the database header (SQLite opens lazily)."""
+    conn = connect(uri)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
