@@ -191,7 +191,7 @@ def unwritable_error(exc, path):
     """
     if getattr(exc, "errno", None) not in NO_SPACE_ERRNOS:
         return None
-    what = os.strerror(exc.errno)
+    what = exc.strerror or os.strerror(exc.errno)
     return CacheError(
         f"The embedding cache {path} cannot be written: {what} "
         f"({errno.errorcode.get(exc.errno, exc.errno)}). Vectors received before this "

@@ -331,7 +331,8 @@ class RedisEmbeddingCache(CacheStore):
             ) from None
         except redis.RedisError as exc:
             hint = ""
-            if str(exc).startswith(("OOM", "READONLY")):  # full, or a read-only replica
+            # Full (maxmemory, noeviction), or a read-only replica; also inside a script.
+            if any(part in str(exc) for part in ("OOM command not allowed", "READONLY ")):
                 hint = (
                     ". It cannot store more: vectors received before this were cached, "
                     "and a re-run sends only the others. Give it more memory (maxmemory), "
