@@ -488,6 +488,7 @@ class CacheStore(abc.ABC):
         Returns
         -------
         int or None
+            The length of the vectors of ``namespace``, or ``None`` if none is recorded.
 
         Raises
         ------
