@@ -23,13 +23,14 @@ Layout of a cache directory (see ``docs/caching.rst`` for the measurements behin
     :meth:`EmbeddingCache.get`, left alone by :meth:`EmbeddingCache.clear`.
 
 Nothing in the directory holds a text, a namespace or a credential: only digests.
-
-A directory that cannot be written is read, with new vectors in a temporary cache
-(``_readonly``); an index of format 1 is upgraded when opened for writing (``_upgrade``).
 A write appends and fsyncs the vectors before the index rows that point at them are
 committed, so a crash at any moment leaves either a complete entry or none. Committed
 rows of a vector file are never modified; eviction writes a new file and deletes the
 old one, so a reader holding an old snapshot still reads correct bytes.
+
+A directory that cannot be written is read, new vectors going to a temporary cache
+(the index opened by ``_sqlite``); an index of format 1 is upgraded in place when it is
+opened for writing (``_upgrade``).
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ _MAX_PENDING_TOUCHES = 1_000_000
 # Eviction brings the store down to this fraction of the limit, so that the file
 # rewrite it costs happens once per 20% of growth rather than on every write.
 _EVICT_TO = 0.8
-_BUSY_TIMEOUT_SECONDS = BUSY_TIMEOUT_SECONDS
 # Rows are read in blocks of this size (scattered into place, for a caller wanting them
 # in another order, while still in the CPU cache).
 _CHECK_BLOCK_BYTES = 4 << 20
@@ -331,7 +331,7 @@ class EmbeddingCache(CacheStore):
         try:
             conn = sqlite3.connect(
                 self._index_path,
-                timeout=_BUSY_TIMEOUT_SECONDS,
+                timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -382,7 +382,7 @@ class EmbeddingCache(CacheStore):
             )
 
     def _open_read_only(self, reason):
-        """Open the index for reading only (``_readonly``), with a temporary cache for
+        """Open the index for reading only (``_sqlite``), with a temporary cache for
         new vectors; False if there is no index to read (then nothing is opened)."""
         with self._sqlite_errors():
             opened = open_read_only(self._index_path)
@@ -431,7 +431,7 @@ class EmbeddingCache(CacheStore):
             if "locked" in str(exc) or "busy" in str(exc):
                 raise CacheError(
                     f"The embedding cache index {self._index_path} stayed locked by another "
-                    f"process for {_BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
+                    f"process for {BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
                     self._index_path,
                 ) from exc
             # Python's sqlite3 reports a damaged text column (a file name) this way.
