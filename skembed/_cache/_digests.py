@@ -22,13 +22,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["DIGEST_PERSON", "SALT_SIZE", "legacy_row_sums", "row_digests", "salts_of"]
+__all__ = [
+    "DIGEST_PERSON",
+    "SALT_SIZE",
+    "RowCheck",
+    "legacy_row_sums",
+    "row_digests",
+    "salts_of",
+]
 
 #: BLAKE2b's personalisation string for row digests: a new one for a new digest.
 DIGEST_PERSON = b"skembed-row-v2"
 SALT_SIZE = 16
 # Below this many bytes the threads cost more than they save.
-_PARALLEL_BYTES = 8 << 20
+_PARALLEL_BYTES = 4 << 20
 # hashlib keeps the GIL while it hashes less than this (HASHLIB_GIL_MINSIZE).
 _GIL_FREE_ROW_BYTES = 2048
 _MAX_THREADS = 8
@@ -54,6 +61,8 @@ def row_digests(rows, salts, positions=None):
     rows = np.ascontiguousarray(rows)
     row_bytes = rows.shape[1] * rows.itemsize
     positions = np.arange(len(rows)) if positions is None else np.asarray(positions)
+    if not len(positions) or not row_bytes:
+        return np.zeros(len(positions), dtype="<u8")
     salts = memoryview(np.ascontiguousarray(salts, dtype=np.uint8)).cast("B")
     data = memoryview(rows.reshape(-1).view(np.uint8))
     n = len(positions)
@@ -82,6 +91,58 @@ def row_digests(rows, salts, positions=None):
         with ThreadPoolExecutor(threads, thread_name_prefix="skembed-digest") as pool:
             joined = b"".join(pool.map(digest, bounds[:-1], bounds[1:]))
     return np.frombuffer(joined, dtype="<u8")
+
+
+class RowCheck:
+    """Digests rows of an array as a reader fills it, on worker threads when it pays.
+
+    The reader calls :meth:`add` with each block of rows it has filled and goes on
+    reading while threads hash them; :meth:`mismatches` waits for them.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n, d)
+        The C-contiguous array being filled.
+    salts : ndarray of shape (n, 16), dtype uint8, or None
+        The salt of each row; ``None`` checks the sums of format 1 instead.
+    expected : ndarray of shape (n,), dtype uint64
+        The digest (or sum) each row must have.
+    n_bytes : int
+        How many bytes will be added in all (to decide whether threads pay).
+    """
+
+    def __init__(self, rows, salts, expected, n_bytes):
+        self.rows, self.salts, self.expected = rows, salts, expected
+        threads = _threads(n_bytes, rows.shape[1] * rows.itemsize) if salts is not None else 1
+        self._pool = None if threads == 1 else ThreadPoolExecutor(threads, "skembed-digest")
+        self._added = []  # (positions, future or None)
+
+    def add(self, positions):
+        """Digest the rows ``positions``, which hold their final bytes."""
+        future = None
+        if self._pool is not None:
+            future = self._pool.submit(row_digests, self.rows, self.salts[positions], positions)
+        self._added.append((positions, future))
+
+    def mismatches(self):
+        """The positions added whose digest is not the expected one, in order added."""
+        try:
+            positions = np.concatenate([p for p, _ in self._added] or [np.arange(0)])
+            if self._pool is not None:
+                actual = np.concatenate([future.result() for _, future in self._added])
+            elif self.salts is None:
+                actual = legacy_row_sums(self.rows[positions]).astype(np.uint64)
+            else:
+                actual = row_digests(self.rows, self.salts[positions], positions)
+            return positions[actual != self.expected[positions]]
+        finally:
+            self.close()
+
+    def close(self):
+        """Stop the threads (what they are hashing is dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def legacy_row_sums(words):

@@ -55,7 +55,7 @@ from ._base import (
     default_cache_dir,
     lock_name,
 )
-from ._digests import legacy_row_sums, row_digests
+from ._digests import RowCheck, row_digests
 from ._files import (
     FORMAT_VERSION,
     HEADER_SIZE,
@@ -102,8 +102,7 @@ _MAX_PENDING_TOUCHES = 1_000_000
 # Eviction brings the store down to this fraction of the limit, so that the file
 # rewrite it costs happens once per 20% of growth rather than on every write.
 _EVICT_TO = 0.8
-# Rows are read in blocks of this size (scattered into place, for a caller wanting them
-# in another order, while still in the CPU cache).
+# Rows are read (and digested) in blocks of this size.
 _CHECK_BLOCK_BYTES = 4 << 20
 
 _SCHEMA = """
@@ -584,53 +583,54 @@ class EmbeddingCache(CacheStore):
         """Copy the vectors of ``positions`` into ``out`` and verify their digests.
 
         File by file, in offset order, in blocks small enough to be scattered into
-        place, for a caller wanting them in another order, while still in the CPU cache.
-        Rows wanted in file order are read straight into ``out``.
+        place (unless they are wanted in file order: then read straight into ``out``)
+        while in the CPU cache; threads digest each block while the next is read.
         """
-        file_ids = meta["file_id"][positions]
-        for file_id in np.unique(file_ids).tolist():
-            mine = positions[file_ids == file_id]
-            mine = mine[np.argsort(meta["slot"][mine], kind="stable")]
-            slots = meta["slot"][mine]
-            if slots[0] < 0:
-                raise sqlite3.DatabaseError("an entry has a negative slot")
-            vector_file = self._vector_file(file_id)
-            handle = self._read_handle(file_id, vector_file)
-            self._check_bounds(vector_file, int(slots[-1]))
-            path = self._file_path(vector_file.name)
-            block = max(1, _CHECK_BLOCK_BYTES // (4 * vector_file.dim))
-            for start in range(0, len(mine), block):
-                rows = mine[start : start + block]
-                in_place = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
-                if in_place:
-                    buffer = out[rows[0] : rows[-1] + 1]
-                else:
-                    buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
-                read_rows(handle, path, slots[start : start + block], buffer)
-                if not in_place:
-                    out[rows] = buffer
-        self._verify(meta, out, positions)
-
-    def _verify(self, meta, out, positions):
-        """Refuse the rows ``positions`` of ``out`` if one fails its record's digest."""
-        if not len(positions):
-            return
-        if self._format == FORMAT_VERSION:
-            salts = np.empty((len(positions), 2), dtype="<i8")
-            salts[:, 0], salts[:, 1] = meta["id"][positions], meta["k2"][positions]
-            actual = row_digests(out, salts.view(np.uint8), positions)
-        else:  # format 1, read as written (a read-only cache): its sums
-            actual = legacy_row_sums(out[positions]).astype(np.uint64)
-        bad = np.flatnonzero(actual != meta["digest"][positions])
+        check = self._row_check(meta, out, positions)
+        try:
+            file_ids = meta["file_id"][positions]
+            for file_id in np.unique(file_ids).tolist():
+                mine = positions[file_ids == file_id]
+                mine = mine[np.argsort(meta["slot"][mine], kind="stable")]
+                slots = meta["slot"][mine]
+                if slots[0] < 0:
+                    raise sqlite3.DatabaseError("an entry has a negative slot")
+                vector_file = self._vector_file(file_id)
+                handle = self._read_handle(file_id, vector_file)
+                self._check_bounds(vector_file, int(slots[-1]))
+                path = self._file_path(vector_file.name)
+                block = max(1, _CHECK_BLOCK_BYTES // (4 * vector_file.dim))
+                for start in range(0, len(mine), block):
+                    rows = mine[start : start + block]
+                    in_place = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
+                    if in_place:
+                        buffer = out[rows[0] : rows[-1] + 1]
+                    else:
+                        buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
+                    read_rows(handle, path, slots[start : start + block], buffer)
+                    if not in_place:
+                        out[rows] = buffer
+                    check.add(rows)
+            bad = check.mismatches()
+        finally:
+            check.close()
         if len(bad):
-            file_id = int(meta["file_id"][positions[bad[0]]])
-            path = self._file_path(self._files[file_id].name)
+            path = self._file_path(self._files[int(meta["file_id"][bad[0]])].name)
             raise CacheCorruptionError(
                 f"Cached vectors in {path} do not match their checksums: the file was "
                 "modified or damaged. Run "
                 f"'python -m skembed cache clear --dir {self.path}'.",
                 path,
             )
+
+    def _row_check(self, meta, out, positions):
+        """The check of the rows ``positions`` of ``out`` against their records."""
+        salts = None  # format 1, read as written (read-only): its sums
+        if self._format == FORMAT_VERSION:
+            salts = np.empty((len(out), 2), dtype="<i8")
+            salts[positions, 0], salts[positions, 1] = meta["id"][positions], meta["k2"][positions]
+            salts = salts.view(np.uint8)
+        return RowCheck(out, salts, meta["digest"], len(positions) * out.shape[1] * 4)
 
     def _vector_file(self, file_id):
         if file_id not in self._files:
