@@ -13,6 +13,8 @@ in a new random order:
   ``transform`` of the same texts);
 - ``get (shuffled)``: the same keys in random order (rows gathered from all over the file);
 - ``cache_key + get``: hashing the 100,000 texts into keys, then ``get``;
+- the part of ``get`` that checks each row: its digest (format 2), against the sum
+  format 1 kept, timed alone on the vectors in memory;
 - with ``--alternatives``, the stores that were considered: a plain SQLite table of
   vector blobs; an SQLite index with the vectors in a flat file read through
   ``np.memmap``; and LMDB if the ``lmdb`` package is importable.
@@ -44,6 +46,7 @@ import time
 import numpy as np
 
 from skembed._cache import EmbeddingCache, cache_key
+from skembed._cache._digests import legacy_row_sums, row_digests, salts_of
 
 NAMESPACE = "openai|openai|text-embedding-3-small|1536"
 API_BATCH = 2048
@@ -230,6 +233,19 @@ def bench_warm_get(workdir, texts, keys, vectors, repeats, alternatives):
     return times, index_bytes
 
 
+def bench_row_checks(keys, vectors, repeats):
+    """Median seconds of the per-row check of each format, on vectors in memory."""
+    salts = salts_of(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 32))
+    methods = {
+        "format 2: salted BLAKE2b-64 per row": lambda: row_digests(vectors, salts),
+        "format 1: 32-bit sum per row (broken)": lambda: legacy_row_sums(vectors),
+    }
+    return {
+        name: statistics.median(_timed(method)[0] for _ in range(repeats))
+        for name, method in methods.items()
+    }
+
+
 def bench_warm_transform(workdir, texts, vectors, repeats):
     """Median seconds of np.load and of a fully cached transform of ``texts``."""
     from skembed import OpenAIEmbeddingTransformer
@@ -321,6 +337,10 @@ def main(argv=None):
                 f"   ({per_round:5.2f}x per round)"
             )
         print(f"  index: {index_bytes / args.n:.0f} bytes per entry; vectors: {4 * args.dim}")
+        checks = bench_row_checks(keys, vectors, args.repeats)
+        print(f"  of which checking every row (median of {args.repeats}, outside any read):")
+        for name, seconds in checks.items():
+            print(f"    {name:38s} {seconds:7.3f} s   {mb / seconds:6,.0f} MB/s")
         cold = bench_cold_put(workdir, keys, vectors, max(1, args.repeats // 2))
         base = cold["np.save + fsync"]
         print(f"\ncold writes (median of {max(1, args.repeats // 2)}):")

@@ -25,6 +25,10 @@ def _info(cache):
     stats = cache.stats()
     by_dim = ", ".join(f"{n:,} of {dim}-d" for dim, n in stats["entries_by_dim"].items())
     print(f"path:    {stats['path']}")
+    if not os.access(stats["path"], os.W_OK) or not os.access(
+        os.path.join(stats["path"], INDEX_FILENAME), os.W_OK
+    ):
+        print("mode:    read-only (vectors are served; new ones are cached elsewhere)")
     print(f"entries: {stats['entries']:,}" + (f" ({by_dim})" if by_dim else ""))
     print(f"size:    {_size(stats['size_bytes'])}")
     print(f"hits:    {stats['total_hits']:,}")
@@ -81,7 +85,9 @@ def main(argv=None):
         with warnings.catch_warnings():
             # A fallback to a temporary cache would report on, or clear, the wrong one.
             warnings.simplefilter("error", CacheWarning)
-            cache = EmbeddingCache(directory)
+            # 'info' only reads: it works on a cache that cannot be written, and leaves
+            # everything as it was (no upgrade of an older format, no log files).
+            cache = EmbeddingCache(directory, read_only=args.action == "info")
         try:
             {"info": _info, "clear": _clear}[args.action](cache)
         finally:

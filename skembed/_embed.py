@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._cache import cache_key
+from ._cache._base import width_conflict, width_state
 from ._spending import Spending, format_usd, model_name
 from ._validation import describe_rows
 from .backends import EmbeddingError
@@ -111,8 +112,11 @@ def _deduplicate(texts):
 def cached_mask(unique, backend, cache):
     """Which of the distinct texts ``unique`` the cache holds (no hit counted)."""
     dim = backend.n_dimensions
+    if cache is not None and dim is None and unique:
+        dim = cache.recorded_width(backend.cache_namespace)
     if cache is None or dim is None or not unique:
-        # Of a model of unknown width nothing can be read before its first answer.
+        # Of a model of unknown width, never seen by this cache, nothing can be read
+        # before its first answer.
         return np.zeros(len(unique), dtype=bool)
     keys = [cache_key(backend.cache_namespace, text) for text in unique]
     return cache.get(keys, dim, count=False)[0]
@@ -230,13 +234,7 @@ class _Job:
         self.backend.check_inputs(self.unique)
         self.keys = [cache_key(self.namespace, text) for text in self.unique]
         if self.backend.n_dimensions is None:
-            # A model the registry does not know: embed one text, so that the cache can
-            # be read (cached vectors are stored per width). The backend learns its
-            # width from that answer and keeps it, so later calls read the cache
-            # without paying for a probe.
-            # TODO(#15): look the width up in the cache here, and store the learnt one
-            # there, so that clones, folds and other processes skip the probe too.
-            self._fetch(np.array([0]), None)
+            self._learn_width()
         dim = self.backend.n_dimensions
         found, vectors = self.cache.get(self.keys, dim)  # a fresh array, zero rows for misses
         todo = np.flatnonzero(~found)
@@ -260,6 +258,27 @@ class _Job:
             if not found.all():
                 self._fetch(todo[~found], vectors)
         return vectors
+
+    def _learn_width(self):
+        """The width of a model the registry does not know: from the cache, or paid for.
+
+        Cached vectors are stored per width, so the cache can be read only once it is
+        known. The first job of a namespace embeds one text to learn it (the backend
+        keeps it), and records it in the cache: every later clone, fold and process
+        reads it there instead of paying for that text again. Under the namespace's
+        lock, so that parallel folds pay for the probe once.
+        """
+        lock = self.cache.lock(self.namespace) if self.backend.pays_per_text else None
+        with lock or contextlib.nullcontext():
+            width = self.cache.recorded_width(self.namespace)
+            if width is not None:
+                self.backend.use_recorded_width(width)
+                if self.backend.n_dimensions != width:  # learnt meanwhile, by a thread
+                    location = self.cache.state(width_state(self.namespace)).location
+                    raise ValueError(width_conflict(width, self.backend.n_dimensions, location))
+                return
+            self._fetch(np.array([0]), None)
+            self.cache.record_width(self.namespace, self.backend.n_dimensions)
 
     def _fetch(self, todo, vectors):
         """Embed ``unique[todo]``; store each batch in the cache and ``vectors`` on arrival."""

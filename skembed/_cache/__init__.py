@@ -4,10 +4,17 @@
     :class:`CacheStore`, the contract every store fulfils, and what stores share: the
     errors, :func:`cache_key`, :func:`default_cache_dir`, the hit/miss counters and the
     per-process (fork, exit) bookkeeping.
+``_digests``
+    The per-row digest both stores keep with each vector and check on every read.
 ``_directory``
     :class:`EmbeddingCache`: an SQLite index and vector files in a directory.
 ``_files``
-    Its operating-system side: locks, positioned I/O, fsync, the vector-file header.
+    Its operating-system side: locks, positioned I/O, fsync, the formats on disk.
+``_sqlite``
+    Its SQLite side: connections (read-only ones, for a directory it cannot write),
+    transactions.
+``_upgrade``
+    Its upgrade from format 1 (a sum per row) to format 2 (a digest per row).
 ``_redis``
     :class:`RedisEmbeddingCache`: a Redis server shared by a cluster.
 

@@ -17,6 +17,7 @@ import abc
 import atexit
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "KEY_SIZE",
+    "WIDTHS_ROOM",
     "CacheCorruptionError",
     "CacheError",
     "CacheStore",
@@ -37,7 +39,8 @@ __all__ = [
     "default_cache_dir",
     "key_array",
     "lock_name",
-    "row_checksums",
+    "width_conflict",
+    "width_state",
 ]
 
 KEY_SIZE = 32
@@ -173,18 +176,6 @@ def check_dim(dim):
     return int(dim)
 
 
-def row_checksums(words):
-    """The checksum of each stored row, from the row's raw 32-bit words (uint32, (n, d)).
-
-    Both stores' formats carry it (the directory's index records, the Redis values'
-    headers): a change here is a new format for both, so FORMAT_VERSION (``_files``) and
-    the Redis magic (``_redis``) change with it.
-    """
-    # TODO(#15): a sum misses swapped words and paired bit flips; the next
-    # format replaces it with a hash.
-    return words.sum(axis=1, dtype=np.uint32)
-
-
 # -- where the per-user cache lives ----------------------------------------------------
 
 
@@ -293,6 +284,26 @@ class StateBlob(abc.ABC):
         return f"{type(self).__name__}({self.location!r})"
 
 
+#: The room of :meth:`CacheStore.record_width`'s records; :meth:`CacheStore.clear` empties
+#: it with the vectors whose width it records.
+WIDTHS_ROOM = "widths"
+
+
+def width_state(namespace):
+    """The state name of ``namespace``'s width record."""
+    return f"{WIDTHS_ROOM}/{lock_name(namespace)}.json"
+
+
+def width_conflict(recorded, width, location):
+    """The message refusing ``width``-d vectors where ``recorded``-d ones are recorded."""
+    return (
+        f"The embedding cache records {recorded}-d vectors for this model and endpoint "
+        f"(in {location}, learnt from its first answer), but it now returns {width}-d "
+        "vectors. If the model changed, pass dimensions=<its width> to embed into a new "
+        "vector space, or clear the cache."
+    )
+
+
 # -- the contract -----------------------------------------------------------------------
 
 
@@ -306,9 +317,6 @@ class CacheStore(abc.ABC):
     :meth:`lock`, :meth:`stats`, :meth:`clear` and :meth:`close`, and call
     ``_attach()`` then ``_reset()`` when a handle is created or unpickled.
     """
-
-    # TODO(#15): a read-only mode would refuse ``_put``/``clear``/``state``
-    # writes here, once for every store.
 
     def _attach(self):
         """Give this handle its lock and enter it in the fork/exit registry."""
@@ -437,8 +445,6 @@ class CacheStore(abc.ABC):
 
     # -- resumable state ---------------------------------------------------------------
 
-    # TODO(#15): the width learnt for a model of unknown width belongs here too (a room
-    # "widths"), so that clones, folds and processes read the cache without a probe.
     def state(self, name):
         """A named piece of resumable state, kept with the cache's vectors.
 
@@ -465,6 +471,69 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     def _state(self, parts):
         """The :class:`StateBlob` of the checked name's components."""
+
+    # -- the width of a vector space ---------------------------------------------------
+
+    def recorded_width(self, namespace):
+        """The width :meth:`record_width` kept for ``namespace``'s vectors, or ``None``.
+
+        For a model of unknown width, whose width is learnt from its first answer: read
+        here, it spares every later clone, fold and process that probe.
+
+        Parameters
+        ----------
+        namespace : str
+            The vector space, as in :func:`cache_key`.
+
+        Returns
+        -------
+        int or None
+            The length of the vectors of ``namespace``, or ``None`` if none is recorded.
+
+        Raises
+        ------
+        CacheCorruptionError
+            If the record is damaged.
+        """
+        blob = self.state(width_state(namespace))
+        data = blob.read()
+        if data is None:
+            return None
+        try:
+            width = check_dim(json.loads(data)["n_dimensions"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CacheCorruptionError(
+                f"The width record {blob.location} of the embedding cache is damaged "
+                f"({exc}). Delete it: the next call pays for one text to learn the width "
+                "again.",
+                blob.location,
+            ) from None
+        return width
+
+    def record_width(self, namespace, width):
+        """Keep the width of ``namespace``'s vectors (learnt from a model's first answer).
+
+        Parameters
+        ----------
+        namespace : str
+            The vector space, as in :func:`cache_key`.
+        width : int
+            The length of its vectors.
+
+        Raises
+        ------
+        ValueError
+            If another width is recorded for ``namespace``: the cache's vectors of that
+            space have that width, and a model that changed width needs a new space.
+        """
+        width = check_dim(width)
+        recorded = self.recorded_width(namespace)
+        if recorded == width:
+            return
+        blob = self.state(width_state(namespace))
+        if recorded is not None:
+            raise ValueError(width_conflict(recorded, width, blob.location))
+        blob.write(json.dumps({"n_dimensions": width}).encode())
 
     # -- management --------------------------------------------------------------------
 

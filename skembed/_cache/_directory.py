@@ -4,10 +4,10 @@ Layout of a cache directory (see ``docs/caching.rst`` for the measurements behin
 
 ``index.sqlite3``
     SQLite database in WAL mode, one row per entry: the first 64 bits of the key
-    digest as the row id; a 32-byte record of the row id, the next 64 bits of the
-    digest, where the vector lives (vector file and slot) and a checksum of the vector;
-    and a coarse last-used time. SQLite gives crash-safe commits and many concurrent
-    readers with one writer at a time.
+    digest as the row id; a 36-byte record of the row id, the next 64 bits of the
+    digest, where the vector lives (vector file and slot) and a digest of the vector
+    (salted BLAKE2b-64: ``_digests``); and a coarse last-used time. SQLite gives
+    crash-safe commits and many concurrent readers with one writer at a time.
 ``vectors-<dim>-<id>.f32``
     Append-only files of raw float32 rows after a 64-byte header (magic, format
     version, width, random file id). Rows are read with positioned reads into the
@@ -27,17 +27,19 @@ A write appends and fsyncs the vectors before the index rows that point at them 
 committed, so a crash at any moment leaves either a complete entry or none. Committed
 rows of a vector file are never modified; eviction writes a new file and deletes the
 old one, so a reader holding an old snapshot still reads correct bytes.
+
+A directory that cannot be written is read, new vectors going to a temporary cache
+(the index opened by ``_sqlite``); an index of format 1 is upgraded in place when it is
+opened for writing (``_upgrade``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 import uuid
 import warnings
@@ -45,17 +47,23 @@ import warnings
 import numpy as np
 
 from ._base import (
+    WIDTHS_ROOM,
     CacheCorruptionError,
     CacheError,
     CacheStore,
     CacheWarning,
     default_cache_dir,
     lock_name,
-    row_checksums,
 )
+from ._digests import RowCheck, row_digests
+from ._eviction import LRUEviction
 from ._files import (
     FORMAT_VERSION,
     HEADER_SIZE,
+    NO_SPACE_ERRNOS,
+    RECORD,
+    RECORD_V1,
+    LayeredState,
     StateFile,
     check_header,
     fsync,
@@ -65,8 +73,20 @@ from ._files import (
     pack_header,
     pwrite_all,
     read_rows,
+    record_blobs,
+    temporary_directory,
     unlock_file,
+    writing,
 )
+from ._sqlite import (
+    BUSY_TIMEOUT_SECONDS,
+    best_effort,
+    chunks,
+    max_variables,
+    open_read_only,
+    transaction,
+)
+from ._upgrade import upgrade_records
 
 __all__ = ["INDEX_FILENAME", "EmbeddingCache"]
 
@@ -80,20 +100,8 @@ _VECTOR_SUFFIX = ".f32"
 # about ten minutes, and a warm read loop rarely writes.
 _TOUCH_SECONDS = 600
 _MAX_PENDING_TOUCHES = 1_000_000
-# Eviction brings the store down to this fraction of the limit, so that the file
-# rewrite it costs happens once per 20% of growth rather than on every write.
-_EVICT_TO = 0.8
-_BUSY_TIMEOUT_SECONDS = 120.0
-# Rows are checksummed in blocks of this size, right after they are read.
+# Rows are read (and digested) in blocks of this size.
 _CHECK_BLOCK_BYTES = 4 << 20
-
-# An entry's record (``entries.meta``). Records are fixed-size blobs so that a look-up
-# returns all of its rows as one concatenated blob, decoded by numpy: no Python object
-# per row, which is what made integer columns slow. The row id is in the record so that
-# the blob describes itself, whatever order SQLite returns rows in.
-_RECORD = np.dtype(
-    [("id", "<i8"), ("k2", "<i8"), ("file_id", "<u4"), ("slot", "<i8"), ("checksum", "<u4")]
-)
 
 _SCHEMA = """
 CREATE TABLE files (
@@ -134,7 +142,7 @@ class _NotWritable(Exception):
     """The cache directory cannot be written."""
 
 
-class EmbeddingCache(CacheStore):
+class EmbeddingCache(LRUEviction, CacheStore):
     """Persistent, multi-process cache of float32 embedding vectors.
 
     Keys are 32-byte digests from :func:`cache_key`; the cache never sees a text.
@@ -146,12 +154,17 @@ class EmbeddingCache(CacheStore):
     ----------
     path : str or path-like, default=None
         Cache directory, created (mode 0700) if missing; ``None`` means
-        :func:`default_cache_dir`. If it cannot be written, a :class:`CacheWarning`
-        is emitted and a private temporary directory, deleted when the process
-        exits, is used instead.
+        :func:`default_cache_dir`. If it cannot be written (a read-only mount, a
+        shared cache of another user), it is opened read-only: its vectors are
+        served, new ones are cached in a private temporary directory deleted when the
+        process exits, and a :class:`CacheWarning` says so, once. If there is no
+        cache there to read either, the temporary directory is the whole cache.
     max_size_bytes : int, default=None
         Bound on the vector files plus the index file. Past it, the least recently
         used entries are evicted down to 80% of the bound. ``None``: no bound.
+    read_only : bool, default=False
+        Never write to ``path``, even if it could be written: serve its vectors and
+        cache new ones in a private temporary directory (no warning).
 
     Attributes
     ----------
@@ -159,6 +172,8 @@ class EmbeddingCache(CacheStore):
         The directory in use.
     max_size_bytes : int or None
         The bound given.
+    read_only : bool
+        The option given.
 
     Examples
     --------
@@ -179,7 +194,7 @@ class EmbeddingCache(CacheStore):
     >>> directory.cleanup()
     """
 
-    def __init__(self, path=None, *, max_size_bytes=None):
+    def __init__(self, path=None, *, max_size_bytes=None, read_only=False):
         if max_size_bytes is not None and (
             isinstance(max_size_bytes, bool)
             or not isinstance(max_size_bytes, (int, np.integer))
@@ -188,8 +203,11 @@ class EmbeddingCache(CacheStore):
             raise ValueError(
                 f"max_size_bytes must be a positive integer or None, got {max_size_bytes!r}."
             )
+        if not isinstance(read_only, (bool, np.bool_)):
+            raise ValueError(f"read_only must be True or False, got {read_only!r}.")
         self.path = default_cache_dir() if path is None else os.path.abspath(os.fspath(path))
         self.max_size_bytes = None if max_size_bytes is None else int(max_size_bytes)
+        self.read_only = bool(read_only)
         self._attach()
         self._reset()
         with self._lock:
@@ -198,17 +216,23 @@ class EmbeddingCache(CacheStore):
     # -- pickling: the path and options, never handles ------------------------------
 
     def __getstate__(self):
-        return {"path": self.path, "max_size_bytes": self.max_size_bytes}
+        return {
+            "path": self.path,
+            "max_size_bytes": self.max_size_bytes,
+            "read_only": self.read_only,
+        }
 
     def __setstate__(self, state):
         self.path = state["path"]
         self.max_size_bytes = state["max_size_bytes"]
+        self.read_only = state.get("read_only", False)
         self._attach()
         self._reset()
 
     def __repr__(self):
         limit = "" if self.max_size_bytes is None else f", max_size_bytes={self.max_size_bytes}"
-        return f"EmbeddingCache({self.path!r}{limit})"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"EmbeddingCache({self.path!r}{limit}{mode})"
 
     def _reset(self):
         self._pid = None
@@ -219,12 +243,19 @@ class EmbeddingCache(CacheStore):
         self._reset_counts()
         self._touched = []  # ids read since the last-used times were last written
         self._touched_at = _now()
+        self._format = FORMAT_VERSION  # of the open index (1: read as written, read-only)
+        # Why this handle does not write its directory, and the cache it writes instead.
+        self._read_only_reason = self._fallback = None
 
     # -- opening ------------------------------------------------------------------
 
     @property
     def _index_path(self):
         return os.path.join(self.path, INDEX_FILENAME)
+
+    @property
+    def _record(self):
+        return RECORD if self._format == FORMAT_VERSION else RECORD_V1
 
     def _ensure_open(self):
         if self._conn is not None and self._pid == os.getpid():
@@ -236,24 +267,45 @@ class EmbeddingCache(CacheStore):
                 return
             # The directory was deleted or replaced under us: start on the new one.
             self.close()
-        self._leave_parent_handles(self._conn, self._files, self._write_lock_file)
-        try:
-            self._open()
-        except _NotWritable as exc:
-            fallback = tempfile.mkdtemp(prefix="skembed-cache-")
-            atexit.register(_remove_tree, fallback, os.getpid())
-            # TODO(#15): a cache that can be read but not written is opened read-only
-            # (hits served, misses written to the fallback) instead of ignored.
-            warnings.warn(
-                f"The embedding cache directory {self.path!r} is not writable ({exc}); "
-                f"caching in {fallback!r} instead, which is deleted when this process "
-                "exits. Set SKEMBED_CACHE_DIR or pass cache=<a writable directory> to "
-                "keep vectors between runs.",
-                CacheWarning,
-                stacklevel=3,
-            )
-            self.path = fallback
-            self._open()
+        self._leave_parent_handles(self._conn, self._files, self._write_lock_file, self._fallback)
+        if self.read_only:
+            reason = "opened with read_only=True"
+        elif self._read_only_reason is not None:
+            reason = self._read_only_reason  # a handle found read-only stays so
+        else:
+            try:
+                self._open()
+                return
+            except _NotWritable as exc:
+                reason = f"not writable: {exc}"
+        # Serve its vectors, write new ones beside it; said once (a reopened handle keeps
+        # its fallback).
+        warn = self._fallback is None and not self.read_only
+        if self._open_read_only(reason):
+            if warn:
+                warnings.warn(
+                    f"The embedding cache directory {self.path!r} is {reason}; reading "
+                    f"its vectors, and caching new ones in {self._fallback.path!r}, which "
+                    "is deleted when this process exits. Make it writable, or set "
+                    "SKEMBED_CACHE_DIR or pass cache=<a writable directory>, to keep new "
+                    "vectors between runs.",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+            return
+        # Nothing to read there either: the whole cache lives in a temporary directory.
+        fallback = temporary_directory()
+        warnings.warn(
+            f"The embedding cache directory {self.path!r} is {reason}, and holds no cache "
+            f"to read; caching in {fallback!r} instead, which is deleted when this process "
+            "exits. Set SKEMBED_CACHE_DIR or pass cache=<a writable directory> to keep "
+            "vectors between runs.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        self.path = fallback
+        self.read_only = False
+        self._open()
 
     def _open(self):
         try:
@@ -270,13 +322,13 @@ class EmbeddingCache(CacheStore):
             # Created here so that SQLite (and its -wal/-shm files) get mode 0600.
             open_private(self._index_path).close()
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno in (errno.EACCES, errno.EPERM) or exc.errno in NO_SPACE_ERRNOS:
                 raise _NotWritable(exc.strerror) from exc
             raise
         try:
             conn = sqlite3.connect(
                 self._index_path,
-                timeout=_BUSY_TIMEOUT_SECONDS,
+                timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -294,9 +346,10 @@ class EmbeddingCache(CacheStore):
                 conn.execute("ROLLBACK")
             except sqlite3.OperationalError as exc:
                 message = str(exc)
-                if "readonly" in message or "unable to open" in message:
+                if any(part in message for part in ("readonly", "unable to open", "is full")):
                     raise _NotWritable(message) from exc
                 raise
+        self._format = FORMAT_VERSION
 
     def _prepare_schema(self, conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -304,7 +357,19 @@ class EmbeddingCache(CacheStore):
             with self._writer():
                 self._create_schema(conn)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != FORMAT_VERSION:
+        if version == 1:
+            # The previous format: upgraded in place, once, by the first process that
+            # gets the writer lock (see ``_upgrade``); the others find it done.
+            with self._writer(), transaction(conn):
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                    upgrade_records(conn, self.path)
+                    conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(version)
+        conn.execute("PRAGMA synchronous=FULL")
+
+    def _check_version(self, version, readable=(FORMAT_VERSION,)):
+        if version not in readable:
             raise CacheError(
                 f"The embedding cache index {self._index_path} has format version {version}, "
                 f"but this version of skembed reads version {FORMAT_VERSION}. Upgrade "
@@ -312,7 +377,30 @@ class EmbeddingCache(CacheStore):
                 f"'python -m skembed cache clear --dir {self.path}'.",
                 self._index_path,
             )
-        conn.execute("PRAGMA synchronous=FULL")
+
+    def _open_read_only(self, reason):
+        """Open the index for reading only (``_sqlite``), with a temporary cache for
+        new vectors; False if there is no index to read (then nothing is opened)."""
+        with self._sqlite_errors():
+            opened = open_read_only(self._index_path)
+        if opened is None:
+            return False
+        self._conn, version, stat = opened
+        try:
+            # Format 1 is read as written (checked by its sums): upgrading needs writing.
+            self._check_version(version, readable=(1, FORMAT_VERSION))
+        except BaseException:
+            self._drop_handles()
+            raise
+        if self._fallback is None:
+            self._fallback = EmbeddingCache(
+                temporary_directory(), max_size_bytes=self.max_size_bytes
+            )
+        self._pid = os.getpid()
+        self._index_id = (stat.st_dev, stat.st_ino)
+        self._format = version
+        self._read_only_reason = reason
+        return True
 
     def _create_schema(self, conn):
         if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
@@ -326,7 +414,7 @@ class EmbeddingCache(CacheStore):
         # Both settings must precede the first table; WAL lets readers run during writes.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
-        with _transaction(conn):
+        with transaction(conn):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -340,7 +428,7 @@ class EmbeddingCache(CacheStore):
             if "locked" in str(exc) or "busy" in str(exc):
                 raise CacheError(
                     f"The embedding cache index {self._index_path} stayed locked by another "
-                    f"process for {_BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
+                    f"process for {BUSY_TIMEOUT_SECONDS:.0f} s ({exc}).",
                     self._index_path,
                 ) from exc
             # Python's sqlite3 reports a damaged text column (a file name) this way.
@@ -385,13 +473,16 @@ class EmbeddingCache(CacheStore):
         """Release files and connections; the cache reopens itself if used again.
 
         The hit and miss totals of this process are added to the ones kept in the
-        index, if the index can be written within a second.
+        index, if the index can be written within a second (not in a read-only cache).
         """
         with self._lock:
+            if self._fallback is not None:
+                self._fallback.close()
             if self._conn is None or self._pid != os.getpid():
                 return
-            if self._pending_hits or self._pending_misses or self._touched:
-                with _best_effort(self._conn), _transaction(self._conn):
+            writes = self._pending_hits or self._pending_misses or self._touched
+            if writes and self._read_only_reason is None:
+                with best_effort(self._conn), transaction(self._conn):
                     self._flush_counters(self._conn)
                     self._flush_touches(self._conn)
             self._drop_handles()
@@ -420,39 +511,46 @@ class EmbeddingCache(CacheStore):
                 hits = np.flatnonzero(meta["found"])
                 found[hits] = True
                 self._note_reads(ids[hits])
+            if self._read_only_reason is not None and not found.all():
+                # New vectors of a read-only cache are in its temporary one.
+                misses = np.flatnonzero(~found)
+                more, vectors[misses] = self._fallback._get(keys[misses], dim)
+                found[misses] = more
         return found, vectors
 
     def _lookup(self, ids, k2):
         """Index rows for ``ids``, as per-position arrays (``found`` marks present keys)."""
         unique, inverse = np.unique(ids, return_inverse=True)
         blobs = []
-        for chunk in _chunks(unique.tolist(), _max_variables(self._conn)):
+        for chunk in chunks(unique.tolist(), max_variables(self._conn)):
             marks = ",".join("?" * len(chunk))
             count, blob = self._conn.execute(
                 "SELECT count(*), CAST(group_concat(meta, '') AS BLOB) "
                 f"FROM entries WHERE id IN ({marks})",
                 chunk,
             ).fetchone()
-            if count and len(blob) != _RECORD.itemsize * count:
+            if count and len(blob) != self._record.itemsize * count:
                 raise sqlite3.DatabaseError("an entry record has the wrong length")
             blobs.append(blob or b"")
-        table = np.frombuffer(b"".join(blobs), dtype=_RECORD)
+        table = np.frombuffer(b"".join(blobs), dtype=self._record)
         where = np.searchsorted(unique, table["id"])
         if (where >= len(unique)).any() or (unique[where] != table["id"]).any():
             raise sqlite3.DatabaseError("an entry record does not match its row id")
-        per_unique = np.zeros(len(unique), dtype=_RECORD)
+        per_unique = np.zeros(len(unique), dtype=self._record)
         per_unique[where] = table
         present = np.zeros(len(unique), dtype=bool)
         present[where] = True
         per_row = per_unique[inverse.ravel()]
         # The index keys on 64 bits; the next 64 tell a prefix collision from a hit.
         found = present[inverse.ravel()] & (per_row["k2"] == k2)
+        check = "digest" if self._format == FORMAT_VERSION else "checksum"
         return {
             "found": found,
             "id": ids,
+            "k2": k2,
             "file_id": per_row["file_id"].astype(np.int64),
             "slot": per_row["slot"],
-            "checksum": per_row["checksum"],
+            "digest": per_row[check].astype(np.uint64),
             "present": present[inverse.ravel()],
         }
 
@@ -480,42 +578,57 @@ class EmbeddingCache(CacheStore):
                 )
 
     def _read(self, meta, out, positions):
-        """Copy the vectors of ``positions`` into ``out`` and verify their checksums.
+        """Copy the vectors of ``positions`` into ``out`` and verify their digests.
 
-        File by file, in offset order, in blocks small enough to be checksummed (and,
-        for a caller wanting them in another order, scattered) while they are still in
-        the CPU cache. Rows wanted in file order are read straight into ``out``.
+        File by file, in offset order, in blocks small enough to be scattered into
+        place (unless they are wanted in file order: then read straight into ``out``)
+        while in the CPU cache; threads digest each block while the next is read.
         """
-        file_ids = meta["file_id"][positions]
-        for file_id in np.unique(file_ids).tolist():
-            mine = positions[file_ids == file_id]
-            mine = mine[np.argsort(meta["slot"][mine], kind="stable")]
-            slots = meta["slot"][mine]
-            if slots[0] < 0:
-                raise sqlite3.DatabaseError("an entry has a negative slot")
-            vector_file = self._vector_file(file_id)
-            handle = self._read_handle(file_id, vector_file)
-            self._check_bounds(vector_file, int(slots[-1]))
-            path = self._file_path(vector_file.name)
-            block = max(1, _CHECK_BLOCK_BYTES // (4 * vector_file.dim))
-            for start in range(0, len(mine), block):
-                rows = mine[start : start + block]
-                in_place = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
-                if in_place:
-                    buffer = out[rows[0] : rows[-1] + 1]
-                else:
-                    buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
-                read_rows(handle, path, slots[start : start + block], buffer)
-                sums = row_checksums(buffer.view(np.uint32))
-                if (sums != meta["checksum"][rows]).any():
-                    raise CacheCorruptionError(
-                        f"Cached vectors in {path} do not match their checksums: the file was "
-                        "modified or damaged. Run "
-                        f"'python -m skembed cache clear --dir {self.path}'.",
-                        path,
-                    )
-                if not in_place:
-                    out[rows] = buffer
+        check = self._row_check(meta, out, positions)
+        try:
+            file_ids = meta["file_id"][positions]
+            for file_id in np.unique(file_ids).tolist():
+                mine = positions[file_ids == file_id]
+                mine = mine[np.argsort(meta["slot"][mine], kind="stable")]
+                slots = meta["slot"][mine]
+                if slots[0] < 0:
+                    raise sqlite3.DatabaseError("an entry has a negative slot")
+                vector_file = self._vector_file(file_id)
+                handle = self._read_handle(file_id, vector_file)
+                self._check_bounds(vector_file, int(slots[-1]))
+                path = self._file_path(vector_file.name)
+                block = max(1, _CHECK_BLOCK_BYTES // (4 * vector_file.dim))
+                for start in range(0, len(mine), block):
+                    rows = mine[start : start + block]
+                    in_place = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
+                    if in_place:
+                        buffer = out[rows[0] : rows[-1] + 1]
+                    else:
+                        buffer = np.empty((len(rows), out.shape[1]), dtype=np.float32)
+                    read_rows(handle, path, slots[start : start + block], buffer)
+                    if not in_place:
+                        out[rows] = buffer
+                    check.add(rows)
+            bad = check.mismatches()
+        finally:
+            check.close()
+        if len(bad):
+            path = self._file_path(self._files[int(meta["file_id"][bad[0]])].name)
+            raise CacheCorruptionError(
+                f"Cached vectors in {path} do not match their checksums: the file was "
+                "modified or damaged. Run "
+                f"'python -m skembed cache clear --dir {self.path}'.",
+                path,
+            )
+
+    def _row_check(self, meta, out, positions):
+        """The check of the rows ``positions`` of ``out`` against their records."""
+        salts = None  # format 1, read as written (read-only): its sums
+        if self._format == FORMAT_VERSION:
+            salts = np.empty((len(out), 2), dtype="<i8")
+            salts[positions, 0], salts[positions, 1] = meta["id"][positions], meta["k2"][positions]
+            salts = salts.view(np.uint8)
+        return RowCheck(out, salts, meta["digest"], len(positions) * out.shape[1] * 4)
 
     def _vector_file(self, file_id):
         if file_id not in self._files:
@@ -582,13 +695,15 @@ class EmbeddingCache(CacheStore):
 
     def _note_reads(self, ids):
         """Remember reads for the LRU order; write them out every ten minutes."""
+        if self._read_only_reason is not None:
+            return  # a read-only index keeps the order its writers left
         self._touched.append(ids)
         due = _now() - self._touched_at >= _TOUCH_SECONDS
         if due or sum(map(len, self._touched)) > _MAX_PENDING_TOUCHES:
             # Best effort: LRU order is a hint, and a busy index (an eviction running
             # elsewhere) must neither fail reads nor hold up the next ones.
             self._touched_at = _now()
-            with _best_effort(self._conn), _transaction(self._conn):
+            with best_effort(self._conn), transaction(self._conn):
                 self._flush_touches(self._conn)
                 self._flush_counters(self._conn)
 
@@ -596,7 +711,7 @@ class EmbeddingCache(CacheStore):
         now = _now()
         if self._touched:
             ids = np.unique(np.concatenate(self._touched)).tolist()
-            for chunk in _chunks(ids, _max_variables(conn) - 2):
+            for chunk in chunks(ids, max_variables(conn) - 2):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(
                     f"UPDATE entries SET used = ? WHERE used < ? AND id IN ({marks})",
@@ -614,7 +729,12 @@ class EmbeddingCache(CacheStore):
         first.sort()
         with self._lock:
             self._ensure_open()
-            with self._sqlite_errors(), self._writer():
+            if self._read_only_reason is not None:
+                self._put_beside(keys, ids, k2, first, vectors)
+                return
+            # A full disk (or quota, or a file system remounted read-only) is a clear
+            # CacheError naming the directory, never a bare OSError.
+            with writing(self.path), self._sqlite_errors(), self._writer():
                 self._refresh_files()
                 meta = self._lookup(ids[first], k2[first])
                 try:
@@ -631,9 +751,24 @@ class EmbeddingCache(CacheStore):
                     # Under the writer lock the files are current: the index is wrong.
                     raise self._unlisted_file_error(stale) from None
 
+    def _put_beside(self, keys, ids, k2, first, vectors):
+        """A read-only cache's put: new keys into its temporary cache, as one store."""
+        with self._sqlite_errors():
+            self._refresh_files()
+            meta = self._lookup(ids[first], k2[first])
+            try:
+                self._check_dims(meta, vectors.shape[1], rows=first)
+            except _StaleSnapshot as stale:
+                raise self._unlisted_file_error(stale) from None
+        new = first[~meta["present"]]  # the first write, in the read-only cache, wins
+        if new.size:
+            self._fallback._put(keys[new], vectors[new])
+
     def _append(self, ids, k2, vectors):
         dim = vectors.shape[1]
-        checksums = row_checksums(vectors.view(np.uint32))
+        salts = np.empty((len(ids), 2), dtype="<i8")
+        salts[:, 0], salts[:, 1] = ids, k2
+        digests = row_digests(vectors, salts.view(np.uint8))
         candidates = [f for f, v in self._files.items() if v.dim == dim]
         if candidates:
             file_id = max(candidates)
@@ -643,7 +778,7 @@ class EmbeddingCache(CacheStore):
             name, uid = self._create_vector_file(dim)
         path = self._file_path(name)
         try:
-            self._append_to(path, file_id, uid, ids, k2, vectors, checksums)
+            self._append_to(path, file_id, uid, ids, k2, vectors, digests)
         except BaseException:
             # A new file the index does not list is removed now. One it lists (a Ctrl-C
             # right after the COMMIT) holds committed rows: removing it would lose them.
@@ -660,7 +795,7 @@ class EmbeddingCache(CacheStore):
             return True
         return row is not None
 
-    def _append_to(self, path, file_id, uid, ids, k2, vectors, checksums):
+    def _append_to(self, path, file_id, uid, ids, k2, vectors, digests):
         """Append, fsync, then commit the index rows (and the file's row if it is new)."""
         n, dim = vectors.shape
         row_bytes = 4 * dim
@@ -686,19 +821,19 @@ class EmbeddingCache(CacheStore):
             pwrite_all(handle, memoryview(vectors).cast("B"), HEADER_SIZE + first_slot * row_bytes)
             fsync(handle.fileno())
         conn = self._conn
-        with _transaction(conn):
+        with transaction(conn):
             if file_id is None:
                 file_id = conn.execute(
                     "INSERT INTO files (dim, name, uid, entries) VALUES (?, ?, ?, 0)",
                     (dim, os.path.basename(path), uid),
                 ).lastrowid
-            records = np.empty(n, dtype=_RECORD)
-            records["id"], records["k2"], records["checksum"] = ids, k2, checksums
+            records = np.empty(n, dtype=RECORD)
+            records["id"], records["k2"], records["digest"] = ids, k2, digests
             records["file_id"] = file_id
             records["slot"] = np.arange(first_slot, first_slot + n)
             conn.executemany(
                 "INSERT INTO entries VALUES (?, ?, ?)",
-                zip(ids.tolist(), _record_blobs(records), [_now()] * n, strict=True),
+                zip(ids.tolist(), record_blobs(records), [_now()] * n, strict=True),
             )
             conn.execute("UPDATE files SET entries = entries + ? WHERE file_id = ?", (n, file_id))
             self._flush_counters(conn)
@@ -734,98 +869,6 @@ class EmbeddingCache(CacheStore):
                 total += entry.stat().st_size
         return total
 
-    def _evict(self):
-        """Drop least recently used entries down to 80% of the bound (writer lock held).
-
-        Every dimension that loses entries gets a new file with its kept rows, and its
-        old files are deleted once the index points at the new one.
-        """
-        conn = self._conn
-        self._refresh_files()
-        self._flush_touches(conn)  # this process's reads count too
-        rows = conn.execute("SELECT used, meta FROM entries").fetchall()
-        used = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        table = np.frombuffer(b"".join(row[1] for row in rows), dtype=_RECORD)
-        if len(table) != len(rows):
-            raise sqlite3.DatabaseError("an entry record has the wrong length")
-        # Most recently used first; among equals, the last written first.
-        table = table[np.lexsort((-table["slot"], -table["file_id"].astype(np.int64), -used))]
-        file_ids = table["file_id"].astype(np.int64)
-        width = {f: self._vector_file(f).dim for f in np.unique(file_ids).tolist()}
-        dims = np.array([width[f] for f in file_ids.tolist()], dtype=np.int64)
-        budget = int(self.max_size_bytes * _EVICT_TO) - self._index_bytes()
-        budget -= HEADER_SIZE * len(np.unique(dims))
-        keep = np.cumsum(4 * dims) <= budget
-        if keep.all():
-            self._remove_unlisted_files()
-            return
-        evicted_dims = set(np.unique(dims[~keep]).tolist())
-        rewritten = {}  # dim -> (name, uid, kept rows in new-slot order)
-        try:
-            for dim in sorted(evicted_dims):
-                kept = table[keep & (dims == dim)]
-                kept = kept[np.lexsort((kept["slot"], kept["file_id"]))]
-                rewritten[dim] = (*self._copy_rows(kept, dim), kept)
-            self._switch_to(rewritten, table["id"][~keep])
-        except BaseException:
-            self._refresh_files()
-            self._remove_unlisted_files()  # the new files, if the switch did not happen
-            raise
-        self._refresh_files()
-        self._remove_unlisted_files()
-        self._shrink_index()
-
-    def _switch_to(self, rewritten, evicted_ids):
-        """In one transaction: drop evicted entries, point kept ones at their new files."""
-        conn = self._conn
-        with _transaction(conn):
-            for chunk in _chunks(evicted_ids.tolist(), _max_variables(conn)):
-                conn.execute(
-                    f"DELETE FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                )
-            for dim, (name, uid, kept) in rewritten.items():
-                conn.execute("DELETE FROM files WHERE dim = ?", (dim,))
-                if name is None:
-                    continue
-                file_id = conn.execute(
-                    "INSERT INTO files (dim, name, uid, entries) VALUES (?, ?, ?, ?)",
-                    (dim, name, uid, len(kept)),
-                ).lastrowid
-                moved = kept.copy()
-                moved["file_id"] = file_id
-                moved["slot"] = np.arange(len(moved))
-                conn.executemany(
-                    "UPDATE entries SET meta = ? WHERE id = ?",
-                    zip(_record_blobs(moved), moved["id"].tolist(), strict=True),
-                )
-            self._flush_counters(conn)
-
-    def _shrink_index(self):
-        # Best effort: return freed pages to the file system, empty the write-ahead log.
-        with _best_effort(self._conn):
-            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-    def _copy_rows(self, rows, dim):
-        """Copy the vectors of records ``rows`` into a new file, checksums verified."""
-        if not len(rows):
-            return None, None
-        name, uid = self._create_vector_file(dim)
-        block = max(1, (64 << 20) // (4 * dim))
-        with open(self._file_path(name), "r+b", buffering=0) as target:
-            for start in range(0, len(rows), block):
-                part = rows[start : start + block]
-                buffer = np.empty((len(part), dim), dtype=np.float32)
-                meta = {
-                    "file_id": part["file_id"].astype(np.int64),
-                    "slot": part["slot"],
-                    "checksum": part["checksum"],
-                }
-                self._read(meta, buffer, np.arange(len(part)))
-                pwrite_all(target, memoryview(buffer).cast("B"), HEADER_SIZE + start * 4 * dim)
-            fsync(target.fileno())
-        return name, uid
-
     def _remove_unlisted_files(self):
         """Delete vector files the index does not list (writer lock held)."""
         listed = {v.name for v in self._files.values()}
@@ -855,6 +898,12 @@ class EmbeddingCache(CacheStore):
         """
         with self._lock:
             self._ensure_open()
+        if self._read_only_reason is not None:
+            # No lock file can be made there; nor can other processes write what they
+            # fetch there, so there is nothing to wait for: this process's own lock.
+            with self._fallback.lock(namespace):
+                yield
+            return
         name = f"{lock_name(namespace)}.lock"
         with open_private(os.path.join(self.path, _LOCK_DIR, name)) as handle:
             lock_file(handle.fileno())
@@ -873,7 +922,9 @@ class EmbeddingCache(CacheStore):
             the directory); ``hits``/``misses`` of this handle in this process;
             ``total_hits``/``total_misses`` recorded in the index by every process since
             the cache was created or cleared (plus this process's unsaved ones);
-            ``max_size_bytes``.
+            ``max_size_bytes``; ``read_only`` (whether this handle only reads the
+            directory) and, if so, ``fallback`` (the temporary cache holding the
+            vectors it got since) and ``fallback_entries``.
         """
         with self._lock:
             self._ensure_open()
@@ -889,7 +940,7 @@ class EmbeddingCache(CacheStore):
                 for name in names:
                     with contextlib.suppress(FileNotFoundError):
                         size += os.path.getsize(os.path.join(root, name))
-            return {
+            stats = {
                 "path": self.path,
                 "entries": sum(by_dim.values()),
                 "entries_by_dim": by_dim,
@@ -899,15 +950,32 @@ class EmbeddingCache(CacheStore):
                 "total_hits": totals.get("hits", 0) + self._pending_hits,
                 "total_misses": totals.get("misses", 0) + self._pending_misses,
                 "max_size_bytes": self.max_size_bytes,
+                "read_only": self._read_only_reason is not None,
             }
+            if self._read_only_reason is not None:
+                stats["fallback"] = self._fallback.path
+                stats["fallback_entries"] = self._fallback.stats()["entries"]
+            return stats
 
     def clear(self):
-        """Delete every entry and vector file, and reset the recorded totals."""
+        """Delete every entry and vector file, the recorded widths, and the totals.
+
+        Raises
+        ------
+        CacheError
+            If the directory cannot be written (a read-only cache).
+        """
         with self._lock:
             self._ensure_open()
+            if self._read_only_reason is not None:
+                raise CacheError(
+                    f"The embedding cache directory {self.path} is {self._read_only_reason}: "
+                    "it cannot be cleared. Clear it where it can be written.",
+                    self.path,
+                )
             conn = self._conn
-            with self._sqlite_errors(), self._writer():
-                with _transaction(conn):
+            with writing(self.path), self._sqlite_errors(), self._writer():
+                with transaction(conn):
                     conn.execute("DELETE FROM entries")
                     conn.execute("DELETE FROM files")
                     conn.execute("UPDATE counters SET value = 0")
@@ -916,6 +984,8 @@ class EmbeddingCache(CacheStore):
                 self._refresh_files()
                 self._remove_unlisted_files()
                 self._shrink_index()
+                # The widths describe the vectors just deleted (resumable state stays).
+                shutil.rmtree(os.path.join(self.path, WIDTHS_ROOM), ignore_errors=True)
 
     def _state(self, parts):
         room = parts[0]
@@ -923,41 +993,13 @@ class EmbeddingCache(CacheStore):
             raise ValueError(f"{room!r} is a name of the cache's own files; pick another room.")
         with self._lock:
             self._ensure_open()  # the directory in use (a fallback, if not writable)
-        return StateFile(os.path.join(self.path, *parts))
+        here = StateFile(os.path.join(self.path, *parts))
+        if self._read_only_reason is None:
+            return here
+        return LayeredState(here, self._fallback._state(parts))
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _best_effort(conn):
-    """Run optional index writes: wait at most a second for the lock, ignore failures."""
-    conn.execute("PRAGMA busy_timeout=1000")
-    try:
-        yield
-    except sqlite3.OperationalError:
-        pass
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_SECONDS * 1000)}")
-
-
-@contextlib.contextmanager
-def _transaction(conn):
-    """A write transaction: committed if the block succeeds, rolled back otherwise."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # a failed COMMIT may have ended it already
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _record_blobs(records):
-    raw = records.tobytes()
-    size = _RECORD.itemsize
-    return [raw[start : start + size] for start in range(0, len(raw), size)]
 
 
 def _split_keys(keys):
@@ -967,21 +1009,5 @@ def _split_keys(keys):
     return ids, k2
 
 
-def _max_variables(conn):
-    if hasattr(conn, "getlimit"):  # Python >= 3.11
-        return min(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766)
-    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-
-
-def _chunks(values, size):
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 def _is_vector_file(name):
     return name.startswith(_VECTOR_PREFIX) and name.endswith(_VECTOR_SUFFIX)
-
-
-def _remove_tree(path, pid):
-    if os.getpid() == pid:
-        shutil.rmtree(path, ignore_errors=True)

@@ -4,16 +4,20 @@ Same keys, interface and guarantees as :class:`~skembed.EmbeddingCache`; see
 ``docs/redis_cache.rst``. Layout under ``<prefix>``:
 
 ``<prefix>:e:<hex digest>``
-    One string per vector: a 12-byte header (magic ``SKv1``, width and checksum, as
-    little-endian uint32) and the raw float32 row. The digest comes from
-    :func:`~skembed._cache.cache_key`, so Redis never sees a text or a namespace.
+    One string per vector: a 16-byte header (magic ``SKv2`` and width, as little-endian
+    uint32, then the row's digest: BLAKE2b-64 salted with the key, see ``_digests``)
+    and the raw float32 row. The digest comes from :func:`~skembed._cache.cache_key`,
+    so Redis never sees a text or a namespace. Values of the previous format (magic
+    ``SKv1``, a 32-bit sum of the row's words where the digest is) are checked by their
+    sum, served, and rewritten in this format when read.
 ``<prefix>:stats``
     Hash of the hit and miss totals of every process.
 ``<prefix>:lock:<hex>``
     Per-namespace locks: a random token with an expiry, renewed while held.
 ``<prefix>:state:<room>/<item>``
     Resumable state (:meth:`~skembed._cache.CacheStore.state`), such as the Batch API's
-    ledgers: one string each, left alone by ``clear``.
+    ledgers: one string each, left alone by ``clear`` (but for the widths it records,
+    ``widths/``, which describe the entries it deletes).
 
 The ``redis`` client is imported on first use (extra ``skembed[redis]``).
 """
@@ -33,21 +37,26 @@ import numpy as np
 from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
 from ._base import (
     KEY_SIZE,
+    WIDTHS_ROOM,
     CacheCorruptionError,
     CacheError,
     CacheStore,
     StateBlob,
     lock_name,
-    row_checksums,
 )
+from ._digests import legacy_row_sums, row_digests, salts_of
 
 __all__ = ["RedisEmbeddingCache", "cache_from_url"]
 
 _logger = logging.getLogger("skembed")
 
-# The values' format: its magic changes with the layout or the row checksum.
-_MAGIC = np.frombuffer(b"SKv1", dtype="<u4")[0]
-_HEADER_WORDS = 3  # magic, width, checksum
+# The values' format: its magic changes with the layout or the row digest.
+_MAGIC = np.frombuffer(b"SKv2", dtype="<u4")[0]
+_HEADER_WORDS = 4  # magic, width, digest (two words)
+_FORMAT = 2
+# The previous format, read (and upgraded) but never written.
+_LEGACY_MAGIC = np.frombuffer(b"SKv1", dtype="<u4")[0]
+_LEGACY_HEADER_WORDS = 3  # magic, width, sum
 # A round trip carries at most this many keys or (roughly) bytes of vectors: large
 # enough that latency is paid once per several MB, small enough that neither Redis's
 # output buffer nor the client holds much more than the result array.
@@ -55,27 +64,54 @@ _CHUNK_KEYS = 10_000
 _CHUNK_BYTES = 8 << 20
 _SCAN_COUNT = 1000
 
-# Stores a batch atomically: refuses it whole if one key holds a vector of another
-# width, otherwise sets the keys that are absent (the first write wins), and adds the
-# caller's pending hit/miss counts. KEYS = stats key, entry keys...; ARGV = value
-# length, expiry in ms (0: none), hits, misses, values...
+# Stores a batch atomically: refuses it whole if one key holds something else than a
+# vector of this width (another width, or damage), otherwise sets the keys that are
+# absent (the first write wins; a value of the previous format, of this width, is the
+# key's vector too), and adds the caller's pending hit/miss counts. KEYS = stats key,
+# entry keys...; ARGV = value length, expiry in ms (0: none), hits, misses, the first 8
+# bytes (magic, width) of a value of this width, of one of the previous format, values...
 _PUT_SCRIPT = """
 local size = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 for i = 2, #KEYS do
     local have = redis.call('STRLEN', KEYS[i])
-    if have ~= 0 and have ~= size then return {i - 1, redis.call('GET', KEYS[i])} end
+    if have ~= 0 then
+        local head = redis.call('GETRANGE', KEYS[i], 0, 7)
+        if not ((have == size and head == ARGV[5]) or (have == size - 4 and head == ARGV[6]))
+        then
+            return {i - 1, redis.call('GET', KEYS[i])}
+        end
+    end
 end
 for i = 2, #KEYS do
     if ttl > 0 then
-        redis.call('SET', KEYS[i], ARGV[i + 3], 'NX', 'PX', ttl)
+        redis.call('SET', KEYS[i], ARGV[i + 5], 'NX', 'PX', ttl)
     else
-        redis.call('SET', KEYS[i], ARGV[i + 3], 'NX')
+        redis.call('SET', KEYS[i], ARGV[i + 5], 'NX')
     end
 end
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'hits', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[1], 'misses', ARGV[4]) end
 return {0, false}
+"""
+# Rewrites values of the previous format, read and checked, in this one, keeping their
+# expiry; a value changed since it was read (cleared, rewritten) is left alone.
+# KEYS = entry keys; ARGV = old length, then per key its old first 12 bytes, new value.
+_UPGRADE_SCRIPT = """
+local size = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local key = KEYS[i]
+    if redis.call('STRLEN', key) == size
+        and redis.call('GETRANGE', key, 0, 11) == ARGV[2 * i] then
+        local ttl = redis.call('PTTL', key)
+        if ttl > 0 then
+            redis.call('SET', key, ARGV[2 * i + 1], 'PX', ttl)
+        else
+            redis.call('SET', key, ARGV[2 * i + 1])
+        end
+    end
+end
+return 0
 """
 # Only the holder (the token) may extend or release a lock.
 _RENEW_SCRIPT = """
@@ -294,9 +330,18 @@ class RedisEmbeddingCache(CacheStore):
                 self.url,
             ) from None
         except redis.RedisError as exc:
+            hint = ""
+            # Full (maxmemory, noeviction), or a read-only replica; also inside a script.
+            if any(part in str(exc) for part in ("OOM command not allowed", "READONLY ")):
+                hint = (
+                    ". It cannot store more: vectors received before this were cached, "
+                    "and a re-run sends only the others. Give it more memory (maxmemory), "
+                    "let it evict (maxmemory-policy allkeys-lru) or set a ttl, or point "
+                    "the cache at its primary"
+                )
             raise CacheError(
                 f"The Redis server of the embedding cache {self.url} failed: "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {exc}{hint}",
                 self.url,
             ) from None
 
@@ -353,58 +398,104 @@ class RedisEmbeddingCache(CacheStore):
                 pipe.mget(names)
                 values = pipe.execute()[-1]
                 where = [first[key] for key in unique[start : start + chunk]]
-                self._decode(values, dim, start, where, names, found, vectors)
+                chunk_keys = keys[np.asarray(where, dtype=np.intp)]
+                self._decode(values, dim, start, where, chunk_keys, names, found, vectors)
         if len(unique) < n:
             index = {key: i for i, key in enumerate(unique)}
             inverse = np.fromiter((index[key] for key in hex_keys), dtype=np.intp, count=n)
             found, vectors = found[inverse], vectors[inverse]
         return found, vectors
 
-    def _decode(self, values, dim, start, where, names, found, out):
+    def _decode(self, values, dim, start, where, keys, names, found, out):
         """Check the values of one chunk and copy them into rows ``start:`` of ``out``.
 
-        ``where`` gives the caller's position of each key, to name it in errors.
+        ``where`` gives the caller's position of each key, to name it in errors, and
+        ``keys`` its digest, which salts its row's. Values of the previous format are
+        checked by their sums, served, and rewritten in this one.
         """
-        size = 4 * (_HEADER_WORDS + dim)
-        good = [i for i, value in enumerate(values) if value is not None and len(value) == size]
+        by_size = {4 * (_HEADER_WORDS + dim): [], 4 * (_LEGACY_HEADER_WORDS + dim): []}
         for i, value in enumerate(values):
-            if value is not None and len(value) != size:
-                self._refuse(value, dim, where[i], names[i])
-        if not good:
-            return
-        rows = np.frombuffer(b"".join([values[i] for i in good]), dtype="<u4")
-        rows = rows.reshape(len(good), _HEADER_WORDS + dim)
-        sums = row_checksums(rows[:, _HEADER_WORDS:])
-        bad = (rows[:, 0] != _MAGIC) | (rows[:, 1] != dim) | (rows[:, 2] != sums)
-        if bad.any():
-            i = good[int(np.flatnonzero(bad)[0])]
-            raise CacheCorruptionError(
-                f"The value of {names[i]} in the Redis embedding cache {self.url} fails its "
-                "checksum or header: it was modified or not written by skembed. Delete the "
-                "key, or clear the cache (RedisEmbeddingCache(...).clear()).",
-                self.url,
-            )
-        if len(good) == len(values):  # all hits: one contiguous copy
-            found[start : start + len(good)] = True
-            out[start : start + len(good)] = rows[:, _HEADER_WORDS:].view(np.float32)
-        else:
-            positions = start + np.asarray(good)
+            if value is not None:
+                group = by_size.get(len(value))
+                if group is None:
+                    self._refuse(value, dim, where[i], names[i])
+                group.append(i)
+        current, legacy = by_size.values()
+        for group, magic, words in (
+            (current, _MAGIC, _HEADER_WORDS),
+            (legacy, _LEGACY_MAGIC, _LEGACY_HEADER_WORDS),
+        ):
+            if not group:
+                continue
+            rows = np.frombuffer(b"".join([values[i] for i in group]), dtype="<u4")
+            rows = rows.reshape(len(group), words + dim)
+            # Another width or format of the same length, or damage: named, or refused.
+            for j in np.flatnonzero((rows[:, 0] != magic) | (rows[:, 1] != dim)).tolist():
+                self._refuse(values[group[j]], dim, where[group[j]], names[group[j]])
+            if len(group) == len(values):  # all hits: one contiguous copy
+                positions = np.arange(start, start + len(group))
+                out[start : start + len(group)] = rows[:, words:].view(np.float32)
+            else:
+                positions = start + np.asarray(group)
+                out[positions] = rows[:, words:].view(np.float32)
             found[positions] = True
-            out[positions] = rows[:, _HEADER_WORDS:].view(np.float32)
+            salts = salts_of(keys[group])
+            digests = row_digests(out, salts, positions)
+            if words == _HEADER_WORDS:
+                bad = digests != np.ascontiguousarray(rows[:, 2:4]).view("<u8").ravel()
+            else:
+                bad = legacy_row_sums(rows[:, words:]) != rows[:, 2]
+            if bad.any():
+                name = names[group[int(np.flatnonzero(bad)[0])]]
+                raise CacheCorruptionError(
+                    f"The value of {name} in the Redis embedding cache {self.url} fails "
+                    "its checksum: it was modified or not written by skembed. Delete the "
+                    "key, or clear the cache (RedisEmbeddingCache(...).clear()).",
+                    self.url,
+                )
+            if words == _LEGACY_HEADER_WORDS:
+                self._upgrade([names[i] for i in group], rows, digests)
+
+    def _upgrade(self, names, rows, digests):
+        """Rewrite checked values of the previous format (``rows``) in this one.
+
+        Best effort: a server that refuses writes (a replica) keeps serving them, checked
+        by their sums.
+        """
+        dim = rows.shape[1] - _LEGACY_HEADER_WORDS
+        new = np.empty((len(rows), _HEADER_WORDS + dim), dtype="<u4")
+        new[:, 0], new[:, 1] = _MAGIC, dim
+        new[:, 2:4] = digests.view("<u4").reshape(-1, 2)
+        new[:, _HEADER_WORDS:] = rows[:, _LEGACY_HEADER_WORDS:]
+        args = [4 * rows.shape[1]]
+        for old_row, new_row in zip(rows, new, strict=True):
+            args += [old_row[:_LEGACY_HEADER_WORDS].tobytes(), new_row.tobytes()]
+        try:
+            self._client.eval(_UPGRADE_SCRIPT, len(names), *names, *args)
+        except import_redis().RedisError as exc:
+            _logger.debug("could not upgrade %d Redis cache values: %s", len(names), exc)
 
     def _refuse(self, value, dim, position, name):
-        """A value of an unexpected length: another width, or damage."""
-        header = np.frombuffer(value[: 4 * _HEADER_WORDS].ljust(12, b"\0"), dtype="<u4")
-        stored_dim = int(header[1])
-        if header[0] == _MAGIC and len(value) == 4 * (_HEADER_WORDS + stored_dim):
-            raise ValueError(
-                f"Key {position} is cached with a {stored_dim}-d vector (in the Redis cache "
-                f"{self.url}), not {dim}-d: a cache key must include the dimensions."
+        """A value that is not a ``dim``-d entry: another width, a newer format, or damage."""
+        magic, width = np.frombuffer(value[:8].ljust(8, b"\0"), dtype="<u4").tolist()
+        for known, words in ((_MAGIC, _HEADER_WORDS), (_LEGACY_MAGIC, _LEGACY_HEADER_WORDS)):
+            if magic == known and width != dim and len(value) == 4 * (words + width):
+                raise ValueError(
+                    f"Key {position} is cached with a {width}-d vector (in the Redis cache "
+                    f"{self.url}), not {dim}-d: a cache key must include the dimensions."
+                )
+        version = value[3:4]
+        if value[:3] == b"SKv" and version.isdigit() and int(version) > _FORMAT:
+            raise CacheError(
+                f"The value of {name} in the Redis embedding cache {self.url} has format "
+                f"version {int(version)}, but this version of skembed reads version "
+                f"{_FORMAT}. Upgrade skembed, or use another prefix.",
+                self.url,
             )
         raise CacheCorruptionError(
             f"The value of {name} in the Redis embedding cache {self.url} has "
-            f"{len(value)} bytes, which no {dim}-d entry has: it was truncated or not "
-            "written by skembed. Delete the key, or clear the cache.",
+            f"{len(value)} bytes and a header that no {dim}-d entry has: it was truncated, "
+            "modified or not written by skembed. Delete the key, or clear the cache.",
             self.url,
         )
 
@@ -417,9 +508,12 @@ class RedisEmbeddingCache(CacheStore):
         rows = np.empty((len(first), _HEADER_WORDS + dim), dtype="<u4")
         rows[:, 0] = _MAGIC
         rows[:, 1] = dim
+        rows[:, 2:4] = (
+            row_digests(vectors, salts_of(array[first]), first).view("<u4").reshape(-1, 2)
+        )
         rows[:, _HEADER_WORDS:] = vectors[first].view(np.uint32)
-        rows[:, 2] = row_checksums(rows[:, _HEADER_WORDS:])
         raw, size = rows.tobytes(), rows.shape[1] * 4
+        heads = [np.array([magic, dim], dtype="<u4").tobytes() for magic in (_MAGIC, _LEGACY_MAGIC)]
         hex_keys = _hex(array[first])
         ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
         chunk = max(1, min(_CHUNK_KEYS, _CHUNK_BYTES // size))
@@ -434,7 +528,7 @@ class RedisEmbeddingCache(CacheStore):
                 self._pending_hits = self._pending_misses = 0
                 refused, value = script(
                     keys=[self._stats_key, *names],
-                    args=[size, ttl_ms, hits, misses, *values],
+                    args=[size, ttl_ms, hits, misses, *heads, *values],
                 )
                 if refused:
                     position = int(first[start + refused - 1])
@@ -534,9 +628,13 @@ class RedisEmbeddingCache(CacheStore):
                 pipe = client.pipeline(transaction=False)
                 for key in names:
                     pipe.strlen(key)
-                for key, length in zip(names, pipe.execute(), strict=True):
+                    pipe.getrange(key, 0, 7)
+                answers = pipe.execute()
+                for key, length, head in zip(names, answers[::2], answers[1::2], strict=True):
                     if length:  # 0: expired or evicted since the scan
-                        dim = length // 4 - _HEADER_WORDS
+                        magic, dim = np.frombuffer(head.ljust(8, b"\0"), dtype="<u4").tolist()
+                        if magic not in (_MAGIC, _LEGACY_MAGIC):  # not ours: count its bytes
+                            dim = length // 4 - _HEADER_WORDS
                         by_dim[dim] = by_dim.get(dim, 0) + 1
                         size += len(key) + length
             pipe = client.pipeline(transaction=False)
@@ -559,12 +657,15 @@ class RedisEmbeddingCache(CacheStore):
     def clear(self):
         """Delete every entry under this prefix and reset the totals (never FLUSHDB).
 
-        Locks held by running jobs, and resumable state, are left alone.
+        The widths recorded for the entries go with them; locks held by running jobs,
+        and other resumable state, are left alone.
         """
         client = self._redis()
+        prefix = _glob_escape(self.prefix)
         with self._lock, self._errors():
-            for names in self._scan(client, f"{_glob_escape(self.prefix)}:e:*"):
-                client.unlink(*names)
+            for pattern in (f"{prefix}:e:*", f"{prefix}:state:{WIDTHS_ROOM}/*"):
+                for names in self._scan(client, pattern):
+                    client.unlink(*names)
             client.delete(self._stats_key)
             self._pending_hits = self._pending_misses = 0
 

@@ -54,7 +54,9 @@ class EmbeddingBackend(Protocol):
         Length of the vectors ``embed`` returns (and the cache stores). ``None`` while
         unknown (a model the registry does not know, whose width the user did not
         give): the backend then learns it from its first answer and keeps it, so it
-        is an int after any ``embed`` that returned vectors.
+        is an int after any ``embed`` that returned vectors. Such a backend also has
+        ``use_recorded_width(width)``, by which the job hands it the width the cache
+        recorded from an earlier answer, instead of paying for a text to learn it.
     pays_per_text : bool
         Whether embedding costs money per text (tokens billed by a service). If so,
         the job counts the tokens with ``count_billed_tokens`` and checks every budget

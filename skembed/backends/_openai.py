@@ -456,15 +456,38 @@ class OpenAIBackend:
         with self._width_lock:
             if self.n_dimensions is None:
                 # A model of unknown width: its first answer says it, and it is kept, so
-                # that later calls read the cache at this width without a probe.
-                # TODO(#15): persist it with the cache (under ``cache_namespace``) so that
-                # clones, folds and other processes skip the probe too.
+                # that later calls read the cache at this width without a probe (and the
+                # job records it in the cache, for clones, folds and other processes).
                 self.n_dimensions = width
             elif width != self.n_dimensions:
                 raise _RequestFailed(
                     None,
                     f"the server returned {width}-d vectors, but {self.n_dimensions} "
-                    f"were expected for model {self.model_name!r}",
+                    f"were expected for model {self.model_name!r}{self._width_origin}",
+                )
+
+    #: Where an expected width came from, when not from the model's facts or an answer.
+    _width_origin = ""
+
+    def use_recorded_width(self, width):
+        """Take the width the cache recorded for this model of unknown width.
+
+        The embedding job calls it instead of paying for a text to learn the width: the
+        cache recorded it from this vector space's first answer. Answers of another
+        width are then refused, naming the record.
+
+        Parameters
+        ----------
+        width : int
+            The recorded width.
+        """
+        with self._width_lock:
+            if self.n_dimensions is None:
+                self.n_dimensions = width
+                self._width_origin = (
+                    " (the width the cache recorded from this model's first answer; if "
+                    "the model changed, pass dimensions=<its width> to embed into a new "
+                    "vector space, or clear the cache)"
                 )
 
     # -- a planned request, split when the service says so -----------------------------

@@ -24,6 +24,7 @@ from skembed._cache import (
     CacheWarning,
     EmbeddingCache,
     _directory,
+    _files,
     cache_key,
     default_cache_dir,
     resolve_cache,
@@ -255,16 +256,25 @@ def test_read_only_location_falls_back_to_a_temporary_cache(tmp_path):
     assert cache.get(_keys("ns", 3), 4)[0].all()
     cache.close()
     fallback = cache.path
-    _directory._remove_tree(fallback, os.getpid())  # what the exit hook does
+    _files.remove_tree(fallback, os.getpid())  # what the exit hook does
     assert not os.path.exists(fallback)
 
 
-def test_existing_cache_made_read_only_falls_back(filled):
-    with _read_only(filled), pytest.warns(CacheWarning, match="not writable"):
-        cache = EmbeddingCache(filled)
-    assert Path(cache.path) != filled
-    assert not cache.get(_keys("ns", 3), 16)[0].any()
-    cache.close()
+def test_existing_cache_made_read_only_is_read_and_takes_new_vectors_beside_it(filled):
+    # More in tests/cache/test_cache_read_only.py.
+    with _read_only(filled):
+        with pytest.warns(CacheWarning, match="not writable") as caught:
+            cache = EmbeddingCache(filled)
+            found, got = cache.get(_keys("ns", 12), 16)
+            cache.put(_keys("ns", 12), _vectors(12, 16))
+            again = cache.get(_keys("ns", 12), 16)
+        assert len(caught) == 1
+        assert Path(cache.path) == filled and cache.stats()["read_only"]
+        assert found.tolist() == [True] * 10 + [False] * 2
+        np.testing.assert_array_equal(got[:10], _vectors(10, 16))
+        assert again[0].all()
+        np.testing.assert_array_equal(again[1], _vectors(12, 16))
+        cache.close()
 
 
 # -- several processes, crashes --------------------------------------------------------
@@ -493,7 +503,7 @@ def test_garbage_index_is_an_error_naming_it(filled):
         ("slot", -1, "is damaged"),
         ("slot", 10**6, "truncated"),
         ("id", 12345, "is damaged"),
-        ("checksum", 1, "do not match their checksums"),
+        ("digest", 1, "do not match their checksums"),
         (None, None, "is damaged"),  # a record of the wrong length
     ],
 )
@@ -503,7 +513,7 @@ def test_garbage_in_index_records_is_an_error(filled, field, value, message):
         if field is None:
             meta = meta[:-1]
         else:
-            record = np.frombuffer(meta, dtype=_directory._RECORD).copy()
+            record = np.frombuffer(meta, dtype=_files.RECORD).copy()
             record[field] = value
             meta = record.tobytes()
         conn.execute("UPDATE entries SET meta = ? WHERE id = ?", (meta, rowid))
@@ -529,7 +539,7 @@ def test_unknown_format_version_or_foreign_database(filled, tmp_path):
     with sqlite3.connect(filled / INDEX_FILENAME) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(CacheError, match=r"format version 99.*reads version 1"):
+    with pytest.raises(CacheError, match=r"format version 99.*reads version 2"):
         EmbeddingCache(filled)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -690,7 +700,7 @@ def test_no_warning_in_normal_use(tmp_path):
 def test_interrupt_right_after_the_commit_of_a_new_vector_file_keeps_it(tmp_path, monkeypatch):
     # Ctrl-C between the index's COMMIT and the end of the write: the rows are committed,
     # so the new vector file they live in must stay (it was deleted: "listed but missing").
-    real = _directory._transaction
+    real = _directory.transaction
 
     @contextlib.contextmanager
     def interrupted_after_commit(conn):
@@ -700,10 +710,10 @@ def test_interrupt_right_after_the_commit_of_a_new_vector_file_keeps_it(tmp_path
 
     store = EmbeddingCache(tmp_path / "cache")
     keys, vectors = _keys("interrupted", 3), _vectors(3, 8)
-    monkeypatch.setattr(_directory, "_transaction", interrupted_after_commit)
+    monkeypatch.setattr(_directory, "transaction", interrupted_after_commit)
     with pytest.raises(KeyboardInterrupt):
         store.put(keys, vectors)
-    monkeypatch.setattr(_directory, "_transaction", real)
+    monkeypatch.setattr(_directory, "transaction", real)
     found, got = store.get(keys, 8)
     assert found.all()
     np.testing.assert_array_equal(got, vectors)

@@ -103,7 +103,7 @@ def test_garbage_in_the_write_ahead_log_is_ignored(filled):
     ("damage", "message"),
     [
         (lambda h: h.write(b"NOTMAGIC"), "does not match the index"),
-        (lambda h: (h.seek(8), h.write(struct.pack("<I", 2))), "has format version 2, but"),
+        (lambda h: (h.seek(8), h.write(struct.pack("<I", 3))), "has format version 3, but"),
         (lambda h: (h.seek(12), h.write(struct.pack("<I", 8))), "does not match the index"),
         (lambda h: h.truncate(30), r"is truncated \(no header\)"),
         (lambda h: h.truncate(0), r"is truncated \(no header\)"),
