@@ -19,9 +19,7 @@ another set of texts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -44,6 +42,7 @@ from ._openai import (
     _progress_bar,
     _RequestFailed,
     _retry_after,
+    _transport_errors,
 )
 from ._planner import plan_requests
 
@@ -493,18 +492,6 @@ class _BatchJob:
             status_code=status,
             api_message=message,
         )
-
-
-def _transport_errors():
-    """Errors of a connection cut while a streamed body is read (the SDK's or its
-    HTTP library's, whichever that is: ``httpx`` or, in recent SDKs, ``httpx2``)."""
-    import openai
-
-    errors = [openai.APIConnectionError]
-    for name in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError):
-            errors.append(importlib.import_module(name).TransportError)
-    return tuple(errors)
 
 
 class _Ledger:
