@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
 import json
-import logging
 import os
 import random
 import re
-import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -32,6 +29,13 @@ from .._math import normalize_rows
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
 from ._base import EmbeddingAPIError, RequestMeter
+from ._http import (
+    BodyRefused,
+    header_value_problem,
+    hide_url_secrets_in_http_logs,
+    read_body,
+    refuse_url_credentials,
+)
 from ._planner import plan_pieces, plan_requests
 from ._rate_limit import MAX_WAIT, RateLimiter, clamp_wait
 
@@ -164,7 +168,7 @@ class OpenAIBackend:
         rate_limiter,
         progress,
     ):
-        _refuse_url_credentials(base_url, "base_url")
+        refuse_url_credentials(base_url, "base_url")
         self.info = resolve_model(model, dimensions=dimensions)
         self.model_name = self.info.name
         self.shorten_to = None
@@ -243,7 +247,7 @@ class OpenAIBackend:
                 "Set it (or name another variable with api_key_env=...) before embedding "
                 "texts that are not in the cache."
             )
-        problem = _header_value_problem(key)
+        problem = header_value_problem(key)
         if problem is not None:
             # Raised here, before any request: the HTTP client would refuse the header
             # (a "connection error", retried for a minute) or quote it in its error.
@@ -264,10 +268,10 @@ class OpenAIBackend:
     def _build_client(self):
         import openai
 
-        _hide_url_secrets_in_http_logs()
+        hide_url_secrets_in_http_logs()
         env = "AZURE_OPENAI_ENDPOINT" if self.api_version else "OPENAI_BASE_URL"
         if not self.base_url:
-            _refuse_url_credentials(os.environ.get(env), f"${env}")
+            refuse_url_credentials(os.environ.get(env), f"${env}")
         common = {"api_key": self._api_key(), "max_retries": 0, "timeout": self.timeout}
         if self.api_version:
             return openai.AzureOpenAI(
@@ -355,37 +359,19 @@ class OpenAIBackend:
         is shut when the deadline passes, so a read that blocks ends too.
         """
         deadline = time.monotonic() + self.timeout
-        limit = self._body_limit(n_inputs)
         with client.embeddings.with_streaming_response.create(**params) as response:
-            headers = response.headers
-            declared = _header_int(headers, "content-length")
-            if declared is not None and declared > limit:
-                raise _BadBody(headers, _too_large(declared, limit, n_inputs))
-            watchdog = _shut_at(deadline, response.http_response)
-            parts, size = [], 0
             try:
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _BadBody(headers, _too_large(size, limit, n_inputs))
-                    parts.append(chunk)
-                    if time.monotonic() > deadline:
-                        raise _BadBody(headers, self._overrun(size))
-            except _transport_errors() as error:
-                if time.monotonic() > deadline:
-                    raise _BadBody(headers, self._overrun(size)) from None
-                message = self._scrub(str(error) or type(error).__name__)
-                raise _BadBody(headers, f"the answer was cut off: {message}") from None
-            finally:
-                if watchdog is not None:
-                    watchdog.cancel()
-        return headers, b"".join(parts)
-
-    def _overrun(self, size):
-        return (
-            f"no complete answer within timeout={self.timeout:g} s ({size:,} bytes of the "
-            "body had arrived)"
-        )
+                content = read_body(
+                    response,
+                    deadline=deadline,
+                    timeout=self.timeout,
+                    limit=self._body_limit(n_inputs),
+                    what=f"{n_inputs} embedding(s)",
+                    scrub=self._scrub,
+                )
+            except BodyRefused as error:
+                raise _BadBody(response.headers, error.message) from None
+            return response.headers, content
 
     def _body_limit(self, n_inputs):
         """The most bytes an answer to ``n_inputs`` inputs may take: generous, bounded."""
@@ -703,127 +689,6 @@ class _Assembler:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_URL_CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
-# A query parameter's value in a logged URL: from "?name=" or "&name=" to the next
-# "&", "#", quote or blank.
-_QUERY_VALUE = re.compile(r"([?&][^=&#\s\"']*=)[^&#\s\"']+")
-
-
-class _HideURLSecrets(logging.Filter):
-    """Mask ``user:password@`` and query values in the request URLs the HTTP client logs."""
-
-    def filter(self, record):
-        message = record.getMessage()
-        if "@" in message or "=" in message:
-            masked = _QUERY_VALUE.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", message))
-            if masked != message:
-                record.msg, record.args = masked, ()
-        return True
-
-
-_URL_FILTER = _HideURLSecrets()
-
-
-def _hide_url_secrets_in_http_logs():
-    # The SDK's HTTP client logs every request URL at INFO: a key passed in the query
-    # of a base_url (some gateways want one) would be in every log line.
-    for name in ("httpx", "httpx2"):
-        logger = logging.getLogger(name)
-        if _URL_FILTER not in logger.filters:
-            logger.addFilter(_URL_FILTER)
-
-
-def _refuse_url_credentials(url, where):
-    """A ValueError if ``url`` has ``user[:password]@``, without repeating any of it."""
-    if url and "@" in urlsplit(str(url)).netloc:
-        raise ValueError(
-            f"{where} contains credentials (user:password@ before the host); they are not "
-            "shown here. The SDK would send them as HTTP Basic authentication instead of the "
-            "API key. Remove them from the URL: the key is read from the environment "
-            "(api_key_env)."
-        ) from None
-
-
-def _header_value_problem(key):
-    r"""What makes ``key`` unusable as an HTTP header value, in words that never quote it.
-
-    Examples
-    --------
-    >>> _header_value_problem("sk-abc\n")
-    'ends with a newline: strip it'
-    >>> _header_value_problem("sk-ab\u2013cd").split(":")[0]
-    'contains a non-ASCII character at position 6 (counting from 1)'
-    >>> _header_value_problem("sk-abc") is None
-    True
-    """
-    if key.endswith("\r\n"):
-        return "ends with a line break (CR LF): strip it"
-    if key.endswith(("\n", "\r")):
-        return "ends with a newline: strip it"
-    if key[-1].isspace():
-        return "ends with whitespace: strip it"
-    if key[0].isspace():
-        return "starts with whitespace: strip it"
-    for position, char in enumerate(key, start=1):
-        if not char.isascii():
-            return (
-                f"contains a non-ASCII character at position {position} (counting from 1): "
-                "an API key is plain ASCII (a dash or quote pasted from a document, say)"
-            )
-        if char.isspace():
-            return f"contains whitespace at position {position} (counting from 1)"
-        if not char.isprintable():
-            return f"contains a control character at position {position} (counting from 1)"
-    return None
-
-
-def _header_int(headers, name):
-    try:
-        return int(headers.get(name))
-    except (TypeError, ValueError):
-        return None
-
-
-def _too_large(size, limit, n_inputs):
-    return (
-        f"malformed response: its body is over {limit:,} bytes ({size:,} read or declared), "
-        f"far more than {n_inputs} embeddings take; it was not parsed"
-    )
-
-
-def _shut_at(deadline, http_response):
-    """Shut the answer's socket down at ``deadline`` (a timer to cancel), if reachable.
-
-    A blocked read then returns at once instead of after the SDK's per-read timeout;
-    the connection is dropped, not returned to the pool. Uses the HTTP core's
-    documented ``network_stream`` extension; ``None`` where it has none.
-    """
-    stream = http_response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if not isinstance(sock, socket.socket):
-        return None
-
-    def shut():
-        # The plain socket's shutdown, under any TLS layer: it wakes the reader.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), shut)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
-def _transport_errors():
-    """Errors of a connection cut while a streamed body is read (the SDK's or its
-    HTTP library's, whichever that is: ``httpx`` or, in recent SDKs, ``httpx2``)."""
-    import openai
-
-    errors = [openai.APIConnectionError]
-    for name in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError):
-            errors.append(importlib.import_module(name).TransportError)
-    return tuple(errors)
 
 
 def _api_message(error):

@@ -32,6 +32,7 @@ import numpy as np
 from .._cache import StateFile, cache_key, default_cache_dir
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
 from ._base import EmbeddingAPIError, RequestMeter
+from ._http import transport_errors
 from ._openai import (
     _RETRYABLE_STATUS,
     TOKEN_MARGIN,
@@ -42,7 +43,6 @@ from ._openai import (
     _progress_bar,
     _RequestFailed,
     _retry_after,
-    _transport_errors,
 )
 from ._planner import plan_requests
 
@@ -415,7 +415,7 @@ class _BatchJob:
                 failure = (error.status_code, backend._scrub(_api_message(error)))
                 if not retryable:
                     raise _RequestFailed(*failure) from None
-            except _transport_errors() as error:
+            except transport_errors() as error:
                 failure = (None, backend._scrub(str(error) or type(error).__name__))
             attempt += 1
             if attempt > backend.max_retries:
