@@ -63,7 +63,9 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         with exponential back-off (or the server's ``retry-after``). Other errors are
         not retried.
     timeout : float, default=60.0
-        Seconds to wait for one response.
+        Seconds one request may take in all (its whole answer, body included), and
+        the longest any one wait lasts (for the rate limits, after a 429, between
+        retries; never more than 60 s).
     long_input : {"error", "truncate", "chunk"}, default="error"
         What to do with a text over the model's input limit: raise naming its row,
         keep its first tokens, or embed consecutive chunks and average their vectors

@@ -267,8 +267,9 @@ def _failing_calls(server, openai_embedder, monkeypatch):
         ("timeout", timeouts, "gave up after 1 retries"),
         ("dropped-connection", dropped, "gave up after 1 retries"),
         ("unreachable-base-url", unreachable, "no answer"),
-        # The HTTP client turns a URL's user:password into Basic auth, which the API refuses.
-        ("credentials-in-base-url", credentials_in_base_url, "HTTP 401"),
+        # The HTTP client would turn a URL's user:password into Basic auth instead of the
+        # key: refused before anything is sent.
+        ("credentials-in-base-url", credentials_in_base_url, "base_url contains credentials"),
         ("key-as-variable-name", key_passed_as_variable_name, "api_key_env must"),
     ]
 
@@ -293,7 +294,8 @@ def test_errors_logs_and_tracebacks_hold_no_key(
     _, call, message = next(
         c for c in _failing_calls(canary_server, openai_embedder, monkeypatch) if c[0] == failure
     )
-    with pytest.raises(EmbeddingError, match=message) as info:
+    refused = ValueError if failure == "credentials-in-base-url" else EmbeddingError
+    with pytest.raises(refused, match=message) as info:
         call()
     # A secret given as a parameter value (api_key_env, base_url) is in the estimator's
     # repr by the caller's doing, so in the locals of its frames; it must still be in no
@@ -303,7 +305,10 @@ def test_errors_logs_and_tracebacks_hold_no_key(
     if not user_put_it_in_a_parameter:
         report = info.getrepr(showlocals=True, style="long")
         assert_no_canary(str(report), "pytest's report with locals")
-    scan_logs(all_logs)
+    if refused is ValueError:  # refused before anything was sent (or logged)
+        assert canary_server.stats()["requests"] == 0
+    if all_logs.records or refused is not ValueError:
+        scan_logs(all_logs)
 
 
 def test_a_failed_job_leaves_no_key_in_the_estimator_or_its_cache(

@@ -8,7 +8,7 @@ saves its counts when the interpreter exits, and the name rules of the resumable
 kept next to the vectors. A new store is one subclass implementing ``_get``, ``_put``,
 ``_state``, ``lock``, ``stats``, ``clear`` and ``close``.
 
-This module imports nothing else of skembed.
+This module imports nothing else of skembed but the fork helper (``skembed._fork``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import threading
 import weakref
 
 import numpy as np
+
+from .._fork import keep_inherited
 
 __all__ = [
     "KEY_SIZE",
@@ -214,9 +216,8 @@ def default_cache_dir():
 
 # Handles inherited through fork belong to the parent: closing them in the child could
 # disturb the parent (its SQLite locks, its sockets' streams), so the child keeps them
-# referenced, unclosed, for its whole life. (TODO(#15): the backends' SDK clients need
-# the same: rebuilt in each process, as the stores' handles are.)
-_inherited = []
+# referenced, unclosed, for its whole life (``skembed._fork.keep_inherited``, which the
+# backends' clients share).
 _instances = weakref.WeakSet()
 
 
@@ -336,11 +337,11 @@ class CacheStore(abc.ABC):
         """In a forked child, set the parent's handles aside and start afresh.
 
         Returns whether this process inherited the handles (``_pid`` is the process that
-        opened them). They stay referenced, unclosed (see ``_inherited``).
+        opened them). They stay referenced, unclosed (``keep_inherited``).
         """
         if self._pid is None or self._pid == os.getpid():
             return False
-        _inherited.append(handles)
+        keep_inherited(*handles)
         self._reset()
         return True
 

@@ -11,12 +11,13 @@ request returns. The SDK's own retries are switched off (``max_retries=0``) beca
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-import logging
 import os
 import random
 import re
 import threading
+import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -24,12 +25,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from .._fork import PerProcess
 from .._math import normalize_rows_checked
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
 from ._base import EmbeddingAPIError, InputTooLongError, RequestMeter
+from ._http import (
+    BodyRefused,
+    header_value_problem,
+    hide_url_secrets_in_http_logs,
+    read_body,
+    refuse_url_credentials,
+)
 from ._planner import plan_pieces, plan_requests
-from ._rate_limit import RateLimiter
+from ._rate_limit import MAX_WAIT, RateLimiter, clamp_wait
 
 __all__ = ["OpenAIBackend", "endpoint_identity", "resolve_endpoint"]
 
@@ -39,6 +48,17 @@ TOKEN_MARGIN = 0.9
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _BACKOFF_BASE = 0.5  # seconds, doubled on each retry
 _BACKOFF_CAP = 20.0
+#: Seconds an interrupted job waits for its requests in flight beyond their own
+#: ``timeout`` (the watchdog that ends a late body needs a moment).
+_DRAIN_SLACK = 0.5
+#: Bytes a response body may take per float of its vectors, by encoding: a JSON number
+#: written in full (``-1.2345678901234567e-30``) with pretty-printing room, and base64's
+#: 4/3 of the float's 4 bytes, both with slack; plus room for each item and the rest.
+_BODY_BYTES_PER_FLOAT = {"float": 48, "base64": 8}
+_BODY_BYTES_PER_ITEM = 1024
+_BODY_BYTES_BASE = 1 << 20
+#: The width assumed for the body cap while a model's width is unknown.
+_BODY_UNKNOWN_WIDTH = 16_384
 #: The SDK's default endpoint (identity "openai"), handed to it explicitly so that it
 #: does not read ``$OPENAI_BASE_URL`` again after the identity was fixed.
 _OPENAI_API_URL = "https://api.openai.com/v1"
@@ -146,6 +166,15 @@ class _Stopped(Exception):
     """The job is being stopped by an error elsewhere: do not send."""
 
 
+class _BadBody(Exception):
+    """A 200 answer whose body could not be used (too slow, too large, cut off)."""
+
+    def __init__(self, headers, message):
+        super().__init__(message)
+        self.headers = headers
+        self.message = message
+
+
 class _RequestFailed(Exception):
     """One HTTP request failed for good; carries what the caller needs to decide."""
 
@@ -244,6 +273,7 @@ class OpenAIBackend:
         rate_limiter,
         progress,
     ):
+        refuse_url_credentials(base_url, "base_url")
         self.info = resolve_model(model, dimensions=dimensions)
         self.model_name = self.info.name
         self.shorten_to = None
@@ -307,8 +337,8 @@ class OpenAIBackend:
         if long_input == "chunk":
             parts.append("long_input=chunk")
         self.cache_namespace = "|".join(parts)
-        self._client = None
-        self._client_lock = threading.Lock()
+        # Each process its own client and connections (see skembed._fork).
+        self._client = PerProcess()
 
     # -- the SDK client ---------------------------------------------------------------
 
@@ -327,28 +357,39 @@ class OpenAIBackend:
                 "Set it (or name another variable with api_key_env=...) before embedding "
                 "texts that are not in the cache."
             )
+        problem = header_value_problem(key)
+        if problem is not None:
+            # Raised here, before any request: the HTTP client would refuse the header
+            # (a "connection error", retried for a minute) or quote it in its error.
+            raise EmbeddingAPIError(
+                f"The API key in the environment variable {self.api_key_env} {problem}; "
+                "nothing was sent. Fix the variable's value (the key itself is not shown)."
+            ) from None
         return key
 
     def client(self):
-        """The SDK client, built on first use (thread-safe)."""
-        with self._client_lock:
-            if self._client is None:
-                import openai
+        """This process's SDK client, built on first use (thread-safe).
 
-                common = {"api_key": self._api_key(), "max_retries": 0, "timeout": self.timeout}
-                if "@" in urlsplit(self.base_url or os.environ.get("OPENAI_BASE_URL", "")).netloc:
-                    _hide_url_credentials_in_http_logs()
-                if self.api_version:
-                    self._client = openai.AzureOpenAI(
-                        azure_endpoint=self._endpoint, api_version=self.api_version, **common
-                    )
-                else:
-                    self._client = openai.OpenAI(
-                        base_url=self._endpoint or _OPENAI_API_URL,
-                        organization=self.organization,
-                        **common,
-                    )
-            return self._client
+        A forked child builds its own: the parent's keep-alive connections carry the
+        answers of the parent's (and its other children's) requests.
+        """
+        return self._client.get(self._build_client)
+
+    def _build_client(self):
+        import openai
+
+        hide_url_secrets_in_http_logs()
+        env = "AZURE_OPENAI_ENDPOINT" if self.api_version else "OPENAI_BASE_URL"
+        if not self.base_url:
+            refuse_url_credentials(os.environ.get(env), f"${env}")
+        common = {"api_key": self._api_key(), "max_retries": 0, "timeout": self.timeout}
+        if self.api_version:
+            return openai.AzureOpenAI(
+                azure_endpoint=self._endpoint, api_version=self.api_version, **common
+            )
+        return openai.OpenAI(
+            base_url=self._endpoint or _OPENAI_API_URL, organization=self.organization, **common
+        )
 
     def _scrub(self, message):
         """Remove the API key from a message that came from elsewhere."""
@@ -365,18 +406,24 @@ class OpenAIBackend:
         return body
 
     def _post(self, texts, n_tokens, limiter, stop, meter):
-        """Send one request until it succeeds, fails for good, or the job stops."""
+        """Send one request until it succeeds, fails for good, or the job stops.
+
+        Every wait (for the rate limiter, after a 429, between retries) lasts at most
+        ``min(timeout, MAX_WAIT)``, and each attempt at most ``timeout``: a request
+        ends within ``(1 + max_retries)`` times their sum, whatever the server sends.
+        """
         import openai
 
         params = self._request_body(texts)
         client = self.client()
+        max_wait = min(MAX_WAIT, self.timeout)
         attempt = 0
         while True:
-            if not limiter.acquire(n_tokens, stop):
+            if not limiter.acquire(n_tokens, stop, max_wait):
                 raise _Stopped
             meter.reserve(n_tokens)
             try:
-                raw = client.embeddings.with_raw_response.create(**params)
+                headers, content = self._send(client, params, len(texts))
             except openai.APIStatusError as error:
                 meter.settle(n_tokens, billed=False)
                 headers = error.response.headers
@@ -389,26 +436,60 @@ class OpenAIBackend:
                 fatal = status not in _RETRYABLE_STATUS and status < 500
                 if fatal or error.code == "insufficient_quota":
                     raise _RequestFailed(status, message) from None
-                delay = _retry_after(headers)
+                delay = _retry_after(headers, max_wait)
                 if status == 429:
                     # Everyone waits: the account, not this request, is over its limit.
-                    limiter.pause(delay if delay is not None else _backoff(attempt))
+                    limiter.pause(delay if delay is not None else _backoff(attempt, max_wait))
                 failure = (status, message)
             except openai.APIConnectionError as error:  # includes APITimeoutError
                 meter.settle(n_tokens, billed=None)
                 delay, failure = None, (None, self._scrub(str(error) or type(error).__name__))
+            except _BadBody as error:
+                # A 200 (billed) whose body came too slowly, too large, or cut off.
+                meter.settle(n_tokens, billed=True)
+                limiter.observe(error.headers, n_tokens)
+                delay, failure = None, (None, error.message)
             else:
                 meter.settle(n_tokens, billed=True)
-                limiter.observe(raw.headers, n_tokens)
-                return self._decode(raw.http_response.content, len(texts))
+                limiter.observe(headers, n_tokens)
+                return self._decode(content, len(texts))
             attempt += 1
             if attempt > self.max_retries:
                 status, message = failure
                 raise _RequestFailed(
                     status, f"gave up after {self.max_retries} retries; last error: {message}"
                 )
-            if stop.wait(delay if delay is not None else _backoff(attempt - 1)):
+            if stop.wait(delay if delay is not None else _backoff(attempt - 1, max_wait)):
                 raise _Stopped
+
+    def _send(self, client, params, n_inputs):
+        """One HTTP request: its headers and body, all within ``timeout`` seconds.
+
+        The SDK's ``timeout`` bounds each read, not the answer: a server that trickles
+        its body would hold the request for as long as it likes. The body is read in
+        chunks against a deadline (and a size cap, :meth:`_body_limit`), and the socket
+        is shut when the deadline passes, so a read that blocks ends too.
+        """
+        deadline = time.monotonic() + self.timeout
+        with client.embeddings.with_streaming_response.create(**params) as response:
+            try:
+                content = read_body(
+                    response,
+                    deadline=deadline,
+                    timeout=self.timeout,
+                    limit=self._body_limit(n_inputs),
+                    what=f"{n_inputs} embedding(s)",
+                    scrub=self._scrub,
+                )
+            except BodyRefused as error:
+                raise _BadBody(response.headers, error.message) from None
+            return response.headers, content
+
+    def _body_limit(self, n_inputs):
+        """The most bytes an answer to ``n_inputs`` inputs may take: generous, bounded."""
+        width = self.n_dimensions or _BODY_UNKNOWN_WIDTH
+        per_float = _BODY_BYTES_PER_FLOAT.get(self.encoding_format, 48)
+        return _BODY_BYTES_BASE + n_inputs * (_BODY_BYTES_PER_ITEM + width * per_float)
 
     def _decode(self, content, n_inputs):
         """Parse a response body into ``(n_inputs, d)`` unit rows, ordered by ``index``."""
@@ -565,6 +646,18 @@ class OpenAIBackend:
 
     # -- the whole job ------------------------------------------------------------------
 
+    def _drain(self, futures, take):
+        """Hand on the results of ``futures`` still running, for at most ``timeout`` s."""
+        deadline = time.monotonic() + self.timeout + _DRAIN_SLACK
+        running = {future for future in futures if not future.cancelled()}
+        while running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            done, running = wait(running, timeout=left, return_when=FIRST_COMPLETED)
+            with contextlib.suppress(Exception):
+                take(done)
+
     def _pieces(self, texts):
         """The inputs that embedding ``texts`` sends, each with its exact token count."""
         counts = count_tokens(texts, self.info.encoding)
@@ -655,7 +748,18 @@ class OpenAIBackend:
             min_requests=self.max_concurrency,
         )
         self.client()  # no key: fail here, before any thread starts
-        assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
+        # Batches handed to on_result whose storing has not returned: an interrupt that
+        # lands in the middle of one gets them handed again before it goes on.
+        handing = []
+
+        def deliver(positions, vectors):
+            handing.append((positions, vectors))
+            on_result(positions, vectors)
+            handing.pop()
+
+        assembler = _Assembler(
+            len(texts), owners, piece_tokens, None if on_result is None else deliver
+        )
         limiter = self._shared_limiter if self.rate_limiter is not None else RateLimiter()
         stop = threading.Event()
         errors = []
@@ -664,48 +768,71 @@ class OpenAIBackend:
             # The first error stops the job: nothing new is sent, requests in flight
             # finish and their vectors are kept (they are paid for).
             if not errors:
-                stop.set()
-                for future_left in pending:
-                    future_left.cancel()
+                stop_sending()
             errors.append(error)
 
-        with (
-            _progress_bar(len(texts), self.progress) as bar,
-            ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed") as pool,
-        ):
-            pending = {
-                pool.submit(self._run, request, piece_texts, piece_tokens, limiter, stop, meter)
-                for request in requests
-            }
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future.cancelled():
-                        continue
-                    try:
-                        for outcome in future.result():
-                            if outcome.refused:
-                                # Hook for rows that cannot be normalised: named when
-                                # the job ends; they stop it only if most rows are.
-                                systemic = assembler.refuse(outcome.pieces, outcome.refused)
-                                if systemic is not None:
-                                    fail(systemic)
-                            elif outcome.error is None:
-                                assembler.add(outcome.pieces, outcome.vectors)
-                            else:
-                                fail(outcome.error)
-                    # A bug, a failing callback or a vector that cannot be normalised:
-                    # stop cleanly (leaving the pool would wait for every queued request).
-                    except Exception as error:
-                        fail(error)
-                # One hand-over per wake-up: a slow store (an fsync per call) then
-                # stores more per call instead of falling behind the answers, which a
-                # crash would lose. A store that fails stops the job like an API error,
-                # rather than letting every queued request be sent and thrown away.
+        def stop_sending():
+            stop.set()
+            for future_left in untaken:
+                future_left.cancel()
+
+        def take(done):
+            for future in done:
+                untaken.discard(future)  # never taken twice, whatever happens next
+                if future.cancelled():
+                    continue
                 try:
-                    bar.update(assembler.flush())
+                    for outcome in future.result():
+                        if outcome.refused:
+                            # Rows that cannot be normalised: named when the job ends;
+                            # they stop it only if most rows are.
+                            systemic = assembler.refuse(outcome.pieces, outcome.refused)
+                            if systemic is not None:
+                                fail(systemic)
+                        elif outcome.error is None:
+                            assembler.add(outcome.pieces, outcome.vectors)
+                        else:
+                            fail(outcome.error)
+                # A bug, a failing callback or a vector that cannot be normalised:
+                # stop cleanly (leaving the pool would wait for every queued request).
                 except Exception as error:
                     fail(error)
+            # One hand-over per wake-up: a slow store (an fsync per call) then stores
+            # more per call instead of falling behind the answers, which a crash would
+            # lose. A store that fails stops the job like an API error, rather than
+            # letting every queued request be sent and thrown away.
+            try:
+                bar.update(assembler.flush())
+            except Exception as error:
+                fail(error)
+
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed")
+        untaken = set()  # futures whose outcomes are not in the assembler yet
+        with _progress_bar(len(texts), self.progress) as bar:
+            try:
+                for request in requests:
+                    untaken.add(
+                        pool.submit(
+                            self._run, request, piece_texts, piece_tokens, limiter, stop, meter
+                        )
+                    )
+                while untaken:
+                    done, _ = wait(untaken, return_when=FIRST_COMPLETED)
+                    take(done)
+            except BaseException:
+                # Ctrl-C (or any exception of this thread): nothing new is sent, and what
+                # the requests already in flight bring is still cached (it is paid for),
+                # for as long as they may take (each ends within `timeout`); then the
+                # exception goes on. A second Ctrl-C ends the wait.
+                stop_sending()
+                self._drain(untaken, take)
+                for positions, vectors in handing:
+                    with contextlib.suppress(Exception):
+                        on_result(positions, vectors)
+                raise
+            finally:
+                # Never waits: whatever is left ended or was cancelled above.
+                pool.shutdown(wait=False, cancel_futures=True)
         if not errors and assembler.refused:
             errors.append(assembler.refused_error())  # once everything else is handed on
         if errors:
@@ -866,28 +993,6 @@ def _wire_matrix(rows):
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_URL_CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
-
-
-class _HideURLCredentials(logging.Filter):
-    """Mask ``user:password@`` in the request URLs that the HTTP client logs."""
-
-    def filter(self, record):
-        message = record.getMessage()
-        if "@" in message:
-            record.msg, record.args = _URL_CREDENTIALS.sub(r"\1***@", message), ()
-        return True
-
-
-_URL_FILTER = _HideURLCredentials()
-
-
-def _hide_url_credentials_in_http_logs():
-    # The SDK's HTTP client logs every request URL at INFO, credentials included.
-    for name in ("httpx", "httpx2"):
-        logger = logging.getLogger(name)
-        if _URL_FILTER not in logger.filters:
-            logger.addFilter(_URL_FILTER)
 
 
 def _api_message(error):
@@ -899,24 +1004,39 @@ def _api_message(error):
     return str(getattr(error, "message", error))
 
 
-def _retry_after(headers):
-    """Seconds the server asked us to wait (``retry-after-ms`` first), or ``None``."""
+def _retry_after(headers, max_wait=MAX_WAIT):
+    """Seconds the server asked us to wait (``retry-after-ms`` first), or ``None``.
+
+    A value that is not a finite number >= 0 is ignored (the caller backs off
+    instead); a longer wait than ``max_wait`` (at most ``MAX_WAIT``) is shortened to it.
+
+    Examples
+    --------
+    >>> _retry_after({"retry-after": "1e9"}, max_wait=5.0)
+    5.0
+    >>> _retry_after({"retry-after-ms": "-100", "retry-after": "2"})
+    2.0
+    >>> _retry_after({"retry-after": "nan"}) is None
+    True
+    """
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         value = headers.get(name)
-        if value is None:
-            continue
         try:
             seconds = float(value) * scale
-        except ValueError:
+        except (TypeError, ValueError):
             continue
-        if 0 <= seconds <= 120:
-            return seconds
+        if 0 <= seconds < float("inf"):
+            return clamp_wait(seconds, max_wait)
     return None
 
 
-def _backoff(attempt):
-    """Exponential back-off with jitter, so that retrying threads do not move in step."""
-    return min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+def _backoff(attempt, max_wait=MAX_WAIT):
+    """Exponential back-off with jitter, so that retrying threads do not move in step.
+
+    At most ``min(_BACKOFF_CAP, max_wait)`` seconds.
+    """
+    cap = min(_BACKOFF_CAP, max_wait)
+    return min(cap, _BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 def _progress_bar(total, enabled):

@@ -20,9 +20,7 @@ another set of texts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -36,6 +34,7 @@ import numpy as np
 from .._cache import StateFile, cache_key, default_cache_dir
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
 from ._base import EmbeddingAPIError, RequestMeter
+from ._http import transport_errors
 from ._openai import (
     _RETRYABLE_STATUS,
     TOKEN_MARGIN,
@@ -441,7 +440,7 @@ class _BatchJob:
                 failure = (error.status_code, backend._scrub(_api_message(error)))
                 if not retryable:
                     raise _RequestFailed(*failure) from None
-            except _transport_errors() as error:
+            except transport_errors() as error:
                 failure = (None, backend._scrub(str(error) or type(error).__name__))
             attempt += 1
             if attempt > backend.max_retries:
@@ -568,18 +567,6 @@ class _BatchJob:
 def _object(value):
     """``value`` if it is a JSON object, else an empty one (a malformed line's parts)."""
     return value if isinstance(value, dict) else {}
-
-
-def _transport_errors():
-    """Errors of a connection cut while a streamed body is read (the SDK's or its
-    HTTP library's, whichever that is: ``httpx`` or, in recent SDKs, ``httpx2``)."""
-    import openai
-
-    errors = [openai.APIConnectionError]
-    for name in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError):
-            errors.append(importlib.import_module(name).TransportError)
-    return tuple(errors)
 
 
 class _Ledger:

@@ -6,14 +6,28 @@ trip and a back-off), every request takes its tokens from a local bucket that re
 at the advertised rate; a 429 empties the bucket and pauses every sender until the
 ``retry-after`` the service asked for. Until headers arrive (or with a server that
 sends none), nothing is paced and only 429s slow us down.
+
+Numbers from a server are hostile until checked (:func:`learnt_limits`): a limit must
+be a finite number of at least one (and, for tokens, at least what the answered
+request used), a remaining count a finite number >= 0; anything else (negative, NaN,
+``inf``, Azure's ``-1`` for "unknown", text) is ignored, as if the header were absent.
+And no wait is ever longer than a cap (``max_wait``, at most :data:`MAX_WAIT`): a
+request that has waited that long is sent, and the service's answer decides (a 429
+costs one of the request's retries, so ``max_retries`` bounds the whole).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
-__all__ = ["RateLimiter"]
+__all__ = ["MAX_WAIT", "RateLimiter", "clamp_wait", "learnt_limits"]
+
+#: The longest any single wait lasts (seconds): a pause after a 429, a wait for a
+#: bucket to refill, a back-off. The limits are per minute: a wait longer than the
+#: window they count in only means the numbers learnt are wrong.
+MAX_WAIT = 60.0
 
 
 class _Bucket:
@@ -53,11 +67,65 @@ class _Bucket:
 
 
 def _header_number(headers, name):
+    """The header's value as a finite float, or ``None`` (absent, not a number, NaN, inf)."""
     value = headers.get(name)
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        number = float(value) if value is not None else None
+    except (TypeError, ValueError):
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def learnt_limits(headers, n_tokens=0):
+    """What the ``x-ratelimit-*`` headers of an answer to ``n_tokens`` teach, checked.
+
+    Returns
+    -------
+    dict
+        ``{"tokens": (limit, remaining, used), "requests": (...)}``, with ``None``
+        instead of a triple for a kind whose headers are absent or not believable: a
+        limit that is not a finite number >= 1 (>= the tokens the answered request
+        used, for tokens), or a remaining count that is not a finite number >= 0.
+
+    Examples
+    --------
+    >>> learnt_limits({"x-ratelimit-limit-requests": "-1",
+    ...                "x-ratelimit-remaining-requests": "-1"})
+    {'tokens': None, 'requests': None}
+    >>> learnt_limits({"x-ratelimit-limit-tokens": "6000",
+    ...                "x-ratelimit-remaining-tokens": "5990"}, n_tokens=10)["tokens"]
+    (6000.0, 5990.0, 10)
+    """
+    learnt = {}
+    for kind, used in (("tokens", n_tokens), ("requests", 1)):
+        limit = _header_number(headers, f"x-ratelimit-limit-{kind}")
+        remaining = _header_number(headers, f"x-ratelimit-remaining-{kind}")
+        believable = (
+            limit is not None and limit >= max(1, used) and remaining is not None and remaining >= 0
+        )
+        learnt[kind] = (limit, remaining, used) if believable else None
+    return learnt
+
+
+def clamp_wait(seconds, max_wait=MAX_WAIT):
+    """``seconds`` as a wait within ``[0, min(max_wait, MAX_WAIT)]``; ``None`` if not a number.
+
+    Examples
+    --------
+    >>> clamp_wait(1e9, 2.0), clamp_wait(-3.0), clamp_wait(float("nan"))
+    (2.0, 0.0, None)
+    """
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), _cap(max_wait))
+
+
+def _cap(max_wait):
+    return MAX_WAIT if max_wait is None else max(0.0, min(float(max_wait), MAX_WAIT))
 
 
 class RateLimiter:
@@ -76,12 +144,15 @@ class RateLimiter:
         self._requests = _Bucket()
         self._paused_until = 0.0
 
-    def acquire(self, n_tokens, stop=None):
+    def acquire(self, n_tokens, stop=None, max_wait=MAX_WAIT):
         """Block until a request of ``n_tokens`` may be sent, then take its budget.
 
         Returns ``False`` without taking anything if ``stop`` (an Event) gets set.
+        Waits at most ``max_wait`` seconds (never more than :data:`MAX_WAIT`), then
+        takes the budget anyway: the service's answer decides.
         """
         with self._condition:
+            give_up = self._clock() + _cap(max_wait)
             while True:
                 if stop is not None and stop.is_set():
                     return False
@@ -93,29 +164,32 @@ class RateLimiter:
                     self._tokens.wait_for(n_tokens),
                     self._requests.wait_for(1),
                 )
-                if delay <= 0:
+                if delay <= 0 or now >= give_up:
                     self._tokens.level -= n_tokens
                     self._requests.level -= 1
                     return True
                 # Wake up early when another thread changes the picture (or to check stop).
-                self._condition.wait(timeout=min(delay, 0.25))
+                self._condition.wait(timeout=min(delay, 0.25, give_up - now))
 
     def observe(self, headers, n_tokens=0):
         """Learn the account's limits from the headers of a response to ``n_tokens``."""
+        learnt = learnt_limits(headers, n_tokens)
         now = self._clock()
         with self._condition:
-            for bucket, kind, used in (
-                (self._tokens, "tokens", n_tokens),
-                (self._requests, "requests", 1),
-            ):
-                limit = _header_number(headers, f"x-ratelimit-limit-{kind}")
-                remaining = _header_number(headers, f"x-ratelimit-remaining-{kind}")
-                if limit and remaining is not None:
+            for bucket, kind in ((self._tokens, "tokens"), (self._requests, "requests")):
+                if learnt[kind] is not None:
                     bucket.refill(now)
-                    bucket.learn(limit, remaining, used, now)
+                    bucket.learn(*learnt[kind], now)
 
     def pause(self, seconds):
-        """Hold every sender for ``seconds`` (a 429's retry-after) and empty the buckets."""
+        """Hold every sender for ``seconds`` (a 429's retry-after) and empty the buckets.
+
+        ``seconds`` is clamped to ``[0, MAX_WAIT]``; a value that is not a number is
+        ignored.
+        """
+        seconds = clamp_wait(seconds)
+        if seconds is None:
+            return
         now = self._clock()
         with self._condition:
             self._paused_until = max(self._paused_until, now + seconds)

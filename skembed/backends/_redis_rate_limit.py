@@ -16,17 +16,17 @@ password comes from the environment, as for the Redis cache.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from .._fork import PerProcess
 from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
 from ._base import EmbeddingError
-from ._rate_limit import _header_number
+from ._rate_limit import MAX_WAIT, _cap, clamp_wait, learnt_limits
 
 __all__ = ["RedisRateLimiter", "rate_limiter_from_url"]
 
-# Long enough to outlive any pause (retry-after is capped at 120 s) and a gap between
+# Long enough to outlive any pause (every wait is capped at MAX_WAIT) and a gap between
 # two jobs; a forgotten account's state then goes away by itself.
 _STATE_TTL_MS = 3_600_000
 
@@ -34,10 +34,16 @@ _STATE_TTL_MS = 3_600_000
 # State: HASH with <kind>_rate (per second), <kind>_cap, <kind>_level, <kind>_updated for
 # kind in {req, tok}, and paused_until; times are the server's, in seconds.
 # ARGV[1] = operation, ARGV[2] = expiry in ms, then:
-#   take:  n_tokens                      -> "0" when taken, else the seconds to wait
+#   take:  n_tokens[, "force"]           -> "0" when taken, else the seconds to wait
+#          ("force": take it whatever the wait, once a request has waited long enough)
 #   learn: tok limit, remaining, used, req limit, remaining, used ("" = not sent)
 #   pause: seconds
+# The arguments are checked in Python (learnt_limits, clamp_wait) and again here, so that
+# a worker of another version cannot leave a state that parks everyone: a limit must be a
+# finite number >= 1, a remaining count a finite number >= 0, a pause is at most MAX_WAIT
+# seconds, and so is every wait the script answers.
 _SCRIPT = """
+local MAX_WAIT = @MAX_WAIT@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local flat = redis.call('HGETALL', KEYS[1])
@@ -58,9 +64,15 @@ end
 -- then says whether it is too large, and the caller splits it).
 local function wait_for(kind, amount)
     local rate = s[kind .. '_rate']
-    if not rate or rate <= 0 then return 0 end
+    if not rate or rate <= 0 or rate ~= rate then return 0 end
     local deficit = math.min(amount, s[kind .. '_cap'] or 0) - (s[kind .. '_level'] or 0)
-    return math.max(0, deficit / rate)
+    local wait = deficit / rate
+    if wait ~= wait then return 0 end
+    return math.min(MAX_WAIT, math.max(0, wait))
+end
+
+local function finite(x)
+    return x ~= nil and x == x and x > -math.huge and x < math.huge
 end
 
 local function save()
@@ -80,14 +92,15 @@ if op == 'take' then
     local n = tonumber(ARGV[3])
     local delay = math.max((s['paused_until'] or 0) - now, wait_for('tok', n),
                            wait_for('req', 1))
-    if delay > 0 then return string.format('%.6f', delay) end
+    delay = math.min(delay, MAX_WAIT)
+    if delay > 0 and ARGV[4] ~= 'force' then return string.format('%.6f', delay) end
     s['tok_level'] = (s['tok_level'] or 0) - n
     s['req_level'] = (s['req_level'] or 0) - 1
 elseif op == 'learn' then
     for i, kind in ipairs({'tok', 'req'}) do
         local limit = tonumber(ARGV[3 * i])
         local remaining = tonumber(ARGV[3 * i + 1])
-        if limit and limit > 0 and remaining then
+        if finite(limit) and limit >= 1 and finite(remaining) and remaining >= 0 then
             -- remaining is what was left after the service charged `used`, so the
             -- bucket holds at least their sum.
             local used = tonumber(ARGV[3 * i + 2])
@@ -103,7 +116,10 @@ elseif op == 'learn' then
         end
     end
 elseif op == 'pause' then
-    s['paused_until'] = math.max(s['paused_until'] or 0, now + tonumber(ARGV[3]))
+    local seconds = tonumber(ARGV[3])
+    if not finite(seconds) then return '0' end
+    seconds = math.min(MAX_WAIT, math.max(0, seconds))
+    s['paused_until'] = math.max(s['paused_until'] or 0, now + seconds)
     for _, kind in ipairs({'tok', 'req'}) do
         s[kind .. '_level'] = math.min(s[kind .. '_level'] or 0, 0)
     end
@@ -112,7 +128,7 @@ else
 end
 save()
 return '0'
-"""
+""".replace("@MAX_WAIT@", repr(MAX_WAIT))
 
 
 def rate_limiter_from_url(url, account):
@@ -215,8 +231,8 @@ class RedisRateLimiter:
         self.socket_timeout = socket_timeout
         identity = f"{account}\0{name or ''}".encode("utf-8", "surrogatepass")
         self.key = f"{prefix}:rl:{hashlib.blake2b(identity, digest_size=16).hexdigest()}"
-        self._lock = threading.Lock()
-        self._script = None
+        # Each process its own client (and connection pool): see skembed._fork.
+        self._script = PerProcess()
 
     def __repr__(self):
         name = f", name={self.name!r}" if self.name is not None else ""
@@ -225,18 +241,7 @@ class RedisRateLimiter:
     def _run(self, operation, *args):
         """Run one operation of the script; Redis failures become EmbeddingError."""
         redis = import_redis("RedisRateLimiter")
-        with self._lock:
-            # Fork-safe as it is: the client's pool starts afresh in a forked child.
-            if self._script is None:
-                client = make_client(
-                    self.url,
-                    password=self._url_password,
-                    password_env=self.password_env,
-                    socket_timeout=self.socket_timeout,
-                    needed_by="RedisRateLimiter",
-                )
-                self._script = client.register_script(_SCRIPT)
-            script = self._script
+        script = self._script.get(self._connect)
         try:
             return float(script(keys=[self.key], args=[operation, _STATE_TTL_MS, *args]))
         except redis.RedisError as exc:
@@ -245,35 +250,58 @@ class RedisRateLimiter:
                 f"{type(exc).__name__}: {exc}"
             ) from None
 
-    def acquire(self, n_tokens, stop=None):
+    def _connect(self):
+        client = make_client(
+            self.url,
+            password=self._url_password,
+            password_env=self.password_env,
+            socket_timeout=self.socket_timeout,
+            needed_by="RedisRateLimiter",
+        )
+        return client.register_script(_SCRIPT)
+
+    def acquire(self, n_tokens, stop=None, max_wait=MAX_WAIT):
         """Block until a request of ``n_tokens`` may be sent, then take its budget.
 
         Returns ``False`` without taking anything if ``stop`` (an Event) gets set.
+        Waits at most ``max_wait`` seconds (never more than ``MAX_WAIT``), then takes
+        the budget anyway: the service's answer decides.
         """
+        give_up = time.monotonic() + _cap(max_wait)
         while True:
             if stop is not None and stop.is_set():
                 return False
-            delay = self._run("take", int(n_tokens))
+            left = give_up - time.monotonic()
+            delay = self._run("take", int(n_tokens), *(() if left > 0 else ("force",)))
             if delay <= 0:
                 return True
             # The script said how long; whoever takes first after that wins, the others
             # are told their new wait.
+            delay = min(delay, max(left, 0.0))
             if stop is None:
                 time.sleep(delay)
             elif stop.wait(delay):
                 return False
 
     def observe(self, headers, n_tokens=0):
-        """Learn the account's limits from the headers of a response to ``n_tokens``."""
-        args, known = [], False
-        for kind, used in (("tokens", n_tokens), ("requests", 1)):
-            limit = _header_number(headers, f"x-ratelimit-limit-{kind}")
-            remaining = _header_number(headers, f"x-ratelimit-remaining-{kind}")
-            known = known or bool(limit and remaining is not None)
-            args += ["" if limit is None else limit, "" if remaining is None else remaining, used]
-        if known:  # most answers of a server without limits: no round trip
+        """Learn the account's limits from the headers of a response to ``n_tokens``.
+
+        Only believable values are sent to Redis (see
+        :func:`~skembed.backends._rate_limit.learnt_limits`).
+        """
+        args = []
+        learnt = learnt_limits(headers, n_tokens)
+        for kind in ("tokens", "requests"):
+            args += ["", "", 0] if learnt[kind] is None else list(learnt[kind])
+        if any(learnt.values()):  # most answers of a server without limits: no round trip
             self._run("learn", *args)
 
     def pause(self, seconds):
-        """Hold every worker for ``seconds`` (a 429's retry-after) and empty the buckets."""
-        self._run("pause", float(seconds))
+        """Hold every worker for ``seconds`` (a 429's retry-after) and empty the buckets.
+
+        ``seconds`` is clamped to ``[0, MAX_WAIT]``; a value that is not a number is
+        ignored.
+        """
+        seconds = clamp_wait(seconds)
+        if seconds is not None:
+            self._run("pause", seconds)
