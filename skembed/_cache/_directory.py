@@ -6,7 +6,7 @@ Layout of a cache directory (see ``docs/caching.rst`` for the measurements behin
     SQLite database in WAL mode, one row per entry: the first 64 bits of the key
     digest as the row id; a 36-byte record of the row id, the next 64 bits of the
     digest, where the vector lives (vector file and slot) and a digest of the vector
-    (salted BLAKE2b-64: ``_digests``); and a coarse last-used time. SQLite gives
+    (XXH3-64 seeded with the key: ``_digests``); and a coarse last-used time. SQLite gives
     crash-safe commits and many concurrent readers with one writer at a time.
 ``vectors-<dim>-<id>.f32``
     Append-only files of raw float32 rows after a 64-byte header (magic, format
@@ -582,7 +582,7 @@ class EmbeddingCache(LRUEviction, CacheStore):
 
         File by file, in offset order, in blocks small enough to be scattered into
         place (unless they are wanted in file order: then read straight into ``out``)
-        while in the CPU cache; threads digest each block while the next is read.
+        while in the CPU cache; each block is digested as soon as it is read.
         """
         check = self._row_check(meta, out, positions)
         try:

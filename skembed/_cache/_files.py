@@ -53,7 +53,7 @@ __all__ = [
 
 #: Version of the directory store's format: the vector files' header and the index's
 #: ``user_version``. A change to either (a new row digest: see ``_digests``) bumps it.
-#: Version 1 kept a 32-bit sum per row; version 2 a BLAKE2b digest. An index of version
+#: Version 1 kept a 32-bit sum per row; version 2 an XXH3-64 digest. An index of version
 #: 1 is upgraded in place when it is opened for writing (``_upgrade``), and read as it
 #: is when it cannot be written; a newer version is refused by name.
 FORMAT_VERSION = 2
@@ -70,8 +70,7 @@ fsync = getattr(os, "fdatasync", os.fsync)
 # a look-up returns all of its rows as one concatenated blob, decoded by numpy: no Python
 # object per row, which is what made integer columns slow. The row id is in the record
 # so that the blob describes itself, whatever order SQLite returns rows in. The digest
-# is the row's (``_digests.row_digests``), salted with the key's first 16 bytes: ``id``
-# and ``k2``.
+# is the row's (``_digests.row_digests``), seeded with the key's first 8 bytes: ``id``.
 RECORD = np.dtype(
     [("id", "<i8"), ("k2", "<i8"), ("file_id", "<u4"), ("slot", "<i8"), ("digest", "<u8")]
 )

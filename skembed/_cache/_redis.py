@@ -5,7 +5,7 @@ Same keys, interface and guarantees as :class:`~skembed.EmbeddingCache`; see
 
 ``<prefix>:e:<hex digest>``
     One string per vector: a 16-byte header (magic ``SKv2`` and width, as little-endian
-    uint32, then the row's digest: BLAKE2b-64 salted with the key, see ``_digests``)
+    uint32, then the row's digest: XXH3-64 seeded with the key, see ``_digests``)
     and the raw float32 row. The digest comes from :func:`~skembed._cache.cache_key`,
     so Redis never sees a text or a namespace. Values of the previous format (magic
     ``SKv1``, a 32-bit sum of the row's words where the digest is) are checked by their

@@ -1,7 +1,7 @@
 """The directory store's upgrade from format 1 (a sum per row) to 2 (a digest per row).
 
 Format 1 kept, in each entry's record, the wrapping 32-bit sum of its row's words;
-format 2 keeps a salted BLAKE2b digest (``_digests``). The vector files are the same in
+format 2 keeps a seeded XXH3-64 digest (``_digests``). The vector files are the same in
 both. Opened for writing, an index of format 1 is upgraded in place, once, by the first
 process that opens it: every row is read and checked against its old sum, and its
 record rewritten with the digest of those bytes, all in one transaction (a crash leaves

@@ -109,14 +109,14 @@ def make_store(request, tmp_path):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_structured_damage_of_any_row_is_detected_and_the_others_are_served(make_store, seed):
-    # Random sizes (a few large enough to be hashed on several threads), random rows,
+    # Random sizes (a few large enough to be read and digested in several blocks), random rows,
     # random kinds and positions of damage; every damaged row read alone or with
     # others raises, every intact row is still served exactly.
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 120))
     dim = int(rng.choice([3, 16, 384, 1536] if seed % 3 else [1536]))
     if seed % 3 == 0:
-        n = 1400  # 8.6 MB: the threaded path
+        n = 1400  # 8.6 MB: several blocks of 4 MiB
     keys = [cache_key("ns", f"text {seed} {i}") for i in range(n)]
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
     store = make_store(keys, vectors)
