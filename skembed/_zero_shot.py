@@ -63,7 +63,8 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels.
+        Class labels, sorted as :func:`numpy.unique` sorts them (whatever the order
+        of ``labels``); the columns of ``predict_proba`` follow this order.
     embedder_ : transformer
         The fitted clone of ``embedder``.
     label_embeddings_ : ndarray of shape (n_classes, n_dimensions)
@@ -189,8 +190,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         if y is not None:
             y = _check_targets(y, len(X))
         descriptions = self._descriptions(y)
+        # Sorted as np.unique sorts them: scorers and meta-estimators read classes_[1] as
+        # the positive class and the columns of predict_proba in that order.
+        names = list(descriptions)
+        order = np.argsort(np.asarray(names), kind="stable")
+        descriptions = {names[i]: descriptions[names[i]] for i in order}
         self.descriptions_ = descriptions
-        self.classes_ = np.array(list(descriptions))
+        self.classes_ = np.asarray(names)[order]
         if y is not None:
             known = set(self.classes_.tolist())
             unknown = [c for c in dict.fromkeys(y.tolist()) if c not in known]
@@ -266,8 +272,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         mixed = self.label_weight * self.label_embeddings_ + (1 - self.label_weight) * unit
         return normalize_rows(mixed, name="prototypes")
 
+    def _scores(self, X):
+        """Cosine similarity of each text to each class prototype, ``(n, n_classes)``."""
+        check_is_fitted(self)
+        return self._embed(X, self.prototypes_.shape[1]) @ self.prototypes_.T
+
     def decision_function(self, X):
-        """Cosine similarity of each text to each class prototype.
+        """Confidence scores: cosine similarities to the class prototypes.
 
         Parameters
         ----------
@@ -276,11 +287,16 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_samples, n_classes)
-            Cosine similarities, in the order of ``classes_``.
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            With more than two classes, the cosine similarity of each text to each
+            class prototype, in the order of ``classes_``. With two classes, as in
+            scikit-learn's classifiers, the score of ``classes_[1]``: its cosine minus
+            that of ``classes_[0]`` (positive means ``classes_[1]``).
         """
-        check_is_fitted(self)
-        return self._embed(X, self.prototypes_.shape[1]) @ self.prototypes_.T
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
 
     def predict_proba(self, X):
         """Softmax of the cosine similarities divided by ``temperature``.
@@ -293,9 +309,27 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-            Probabilities summing to one per row.
+            Probabilities summing to one per row, columns in the order of
+            ``classes_``.
         """
-        return softmax(self.decision_function(X).astype(np.float64) / self.temperature)
+        return softmax(self._scores(X).astype(np.float64) / self.temperature)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns in the order of ``classes_``.
+        """
+        logits = self._scores(X).astype(np.float64) / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def predict(self, X):
         """The class whose prototype is most similar to each text.
@@ -310,7 +344,8 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples,)
             Predicted classes.
         """
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self._scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
