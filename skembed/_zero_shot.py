@@ -27,10 +27,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     No labelled data is needed (the OpenAI cookbook's zero-shot classification), but
     the classifier uses what it is given:
 
-    - ``fit(X)`` with unlabelled texts adapts the prototypes to them (transductive):
+    - ``fit(X)`` with unlabelled texts keeps the pure description vectors by default.
+      With ``transductive=True`` (opt-in) it adapts the prototypes to the texts:
       starting from the description vectors, a few soft k-means steps move each
       prototype towards the texts it attracts, keeping the description as an anchor.
-      ``transductive=False`` keeps the pure description vectors.
+      This helps when the texts cluster by class (news topics), and hurts when they
+      cluster by something else (product reviews cluster by product, not by
+      sentiment), so it is not the default.
     - ``fit(X, y)`` with labels blends each class's description vector with the
       centroid of its labelled texts (few-shot), weighted by ``label_weight``.
 
@@ -52,8 +55,10 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     temperature : float, default=0.05
         Softmax temperature of ``predict_proba`` over cosine similarities; lower is
         more confident. It changes no prediction.
-    transductive : bool, default=True
-        Whether ``fit(X)`` without labels adapts the prototypes to ``X``.
+    transductive : bool, default=False
+        Whether ``fit(X)`` without labels adapts the prototypes to ``X`` (see
+        above): opt-in, since it can make results worse than the plain
+        descriptions on texts whose main structure is not the classes'.
     n_iter : int, default=5
         Soft k-means steps of the transductive adaptation.
     label_weight : float, default=0.5
@@ -84,7 +89,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     >>> from skembed import LocalEmbeddingTransformer, ZeroShotEmbeddingClassifier
     >>> classifier = ZeroShotEmbeddingClassifier(
     ...     labels=["sport", "finance"], template="A text about {}.",
-    ...     embedder=LocalEmbeddingTransformer(cache=None), transductive=False)
+    ...     embedder=LocalEmbeddingTransformer(cache=None))
     >>> classifier.fit(["The striker scored twice.", "Shares rose 3%."]).predict(
     ...     ["The goalkeeper saved a penalty.", "The bank cut interest rates."]).tolist()
     ['sport', 'finance']
@@ -107,7 +112,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         template="{}",
         embedder=None,
         temperature=0.05,
-        transductive=True,
+        transductive=False,
         n_iter=5,
         label_weight=0.5,
     ):

@@ -33,7 +33,7 @@ def accuracy(classifier, bbc):
 @pytest.mark.slow
 def test_bbc_zero_shot_accuracy_and_transductive_gain(bbc, embedder):
     plain = ZeroShot(labels=TOPICS, template=TEMPLATE, embedder=embedder, transductive=False)
-    adapted = ZeroShot(labels=TOPICS, template=TEMPLATE, embedder=embedder)
+    adapted = ZeroShot(labels=TOPICS, template=TEMPLATE, embedder=embedder, transductive=True)
     bare = ZeroShot(labels=TOPICS, embedder=embedder, transductive=False)
     described = ZeroShot(
         labels={
