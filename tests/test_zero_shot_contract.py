@@ -190,3 +190,14 @@ def test_not_fitted_error_before_fit(method):
         getattr(model, method)(["a text"])
     with pytest.raises(NotFittedError):
         clone(model).decision_function(["a text"])
+
+
+def test_default_fit_without_labels_keeps_the_plain_descriptions(embedder, reviews, news):
+    # The transductive adaptation follows the texts' dominant clusters (a review's
+    # product, not its sentiment), so it is opt-in: the default fit(X) can never be worse
+    # than the descriptions themselves.
+    for X, labels in ((reviews[0], SENTIMENT), (news[0], TOPICS)):
+        default = ZeroShot(labels=labels, embedder=embedder).fit(X)
+        np.testing.assert_array_equal(default.prototypes_, default.label_embeddings_)
+        adapted = ZeroShot(labels=labels, embedder=embedder, transductive=True).fit(X)
+        assert not np.allclose(adapted.prototypes_, adapted.label_embeddings_)
