@@ -369,6 +369,8 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         for fold in range(n_folds):
             train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
             blocks, rows, loss = problem(train)
+            if self.n_components is not None and rows.shape[0] < self.n_components < rows.shape[1]:
+                return np.inf  # a fold is too small for this projection: keep W0
             x0 = None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)

@@ -399,3 +399,9 @@ def test_auto_alpha_keeps_the_initial_map_without_enough_data():
     adapter = LinearEmbeddingAdapter().fit(X, [0, 0, 1, 1, 1])  # a class of 2 rows
     assert adapter.alpha_ == np.inf and adapter.n_iter_ == 0
     assert_allclose(adapter.coef_, np.eye(6))
+
+
+def test_auto_alpha_with_a_projection_wider_than_a_fold_keeps_the_initial_map():
+    X = np.random.RandomState(1).normal(size=(9, 10))
+    adapter = LinearEmbeddingAdapter(n_components=7).fit(X, [0, 1, 2] * 3)
+    assert adapter.alpha_ == np.inf and adapter.coef_.shape == (7, 10)
