@@ -5,6 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_consistent_length
@@ -15,6 +16,10 @@ from ._math import normalize_rows, row_norms_and_normalize
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["LinearEmbeddingAdapter"]
+
+#: The penalties ``alpha="auto"`` tries, besides keeping the initial map (``inf``).
+ALPHA_CANDIDATES = (1.0, 0.1, 0.01, 0.001)
+_N_FOLDS = 3
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -63,12 +68,24 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
           The default of :meth:`fit_pairs`.
         - ``"auto"``: ``"softmax"`` in :meth:`fit`, ``"mse"`` in :meth:`fit_pairs`.
 
-    alpha : float, default=1e-2
+    alpha : float or "auto", default="auto"
         Strength of the penalty ``alpha / 2 * ||W - W0||_F**2`` that pulls ``W``
         toward the initial map ``W0``; the loss is a mean over rows or pairs, so
         ``alpha`` does not scale with the data size. Larger values change the
         embeddings less (and overfit less); ``0`` leaves ``W`` free (cosine is
         blind to the scale of ``W``, so it is then only defined up to scale).
+
+        ``"auto"`` chooses it by internal validation: 3 folds of the training rows
+        (stratified by class) or pairs (grouped by their left row, so that no item is
+        on both sides), each candidate of ``ALPHA_CANDIDATES`` and the initial map
+        itself (no learning, ``alpha_ = inf``) fitted on two folds and scored on the
+        third (nearest-centroid balanced accuracy for :meth:`fit`; ROC AUC of the
+        pair cosines for :meth:`fit_pairs`, or their Pearson correlation with
+        non-binary targets).
+        The most regularised candidate within one standard error of the best is
+        kept (the "one standard error" rule), so that the default only departs from
+        the embeddings when the data show it helps. Too little data to validate
+        (fewer than 3 rows in a class, or 3 distinct left rows) keeps ``W0``.
 
     temperature : float, default=0.3
         Temperature of the ``"softmax"`` objective: small values only push on
@@ -90,7 +107,16 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         float64).
 
     n_iter_ : int
-        Number of L-BFGS iterations run.
+        Number of L-BFGS iterations run, those of the validation fits of
+        ``alpha="auto"`` included.
+
+    alpha_ : float
+        The ``alpha`` used: ``alpha`` itself, or the one that ``alpha="auto"``
+        chose; ``inf`` means that the initial map ``W0`` was kept (no learning).
+
+    alpha_scores_ : dict
+        Only with ``alpha="auto"`` and enough data: mean validation score of each
+        candidate ``alpha`` (``inf`` for the initial map).
 
     n_features_in_ : int
         Number of features seen during fit.
@@ -123,7 +149,8 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     about 1.5 GB in float64; lower ``n_components`` if that is too much.
 
     Fitting is deterministic: there is no sampling and no random
-    initialisation, hence no ``random_state``. Each call to :meth:`fit` or
+    initialisation, and the validation folds of ``alpha="auto"`` are dealt in
+    turn (within each class, or by left row), hence no ``random_state``. Each call to :meth:`fit` or
     :meth:`fit_pairs` starts again from ``W0``.
 
     Examples
@@ -144,7 +171,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "objective": [StrOptions({"auto", "softmax", "mse"})],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -155,7 +182,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         *,
         n_components=None,
         objective="auto",
-        alpha=1e-2,
+        alpha="auto",
         temperature=0.3,
         max_iter=200,
         tol=1e-5,
@@ -197,14 +224,25 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         onehot[np.arange(X.shape[0]), y_index] = 1.0
         rows = _unit_rows(X.astype(np.float64))
         objective = "softmax" if self.objective == "auto" else self.objective
-        if objective == "softmax":
-            centroids = (onehot / onehot.sum(axis=0)).T @ rows
-            blocks = [rows, centroids]
-            loss = _SoftmaxLoss(y_index, self.temperature)
-        else:
-            blocks = [rows]
-            loss = _AllPairsMSELoss(onehot)
-        self._fit_map(blocks, rows, loss=loss, dtype=X.dtype)
+
+        def problem(index):
+            """The fit on the rows ``index``: (blocks, rows, loss)."""
+            part, part_onehot = rows[index], onehot[index]
+            if objective == "softmax":
+                centroids = (part_onehot / np.maximum(part_onehot.sum(axis=0), 1)).T @ part
+                return [part, centroids], part, _SoftmaxLoss(y_index[index], self.temperature)
+            return [part], part, _AllPairsMSELoss(part_onehot)
+
+        def score(coef, train, test):
+            return _centroid_accuracy(_unit_rows(rows @ coef.T), y_index, train, test)
+
+        alpha = self.alpha
+        if alpha == "auto":
+            counts = np.bincount(y_index)
+            folds = _class_folds(y_index, _N_FOLDS) if counts.min() >= _N_FOLDS else None
+            alpha = self._choose_alpha(problem, folds, score)
+        blocks, rows, loss = problem(slice(None))
+        self._fit_map(blocks, rows, loss=loss, alpha=alpha, dtype=X.dtype)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -262,9 +300,28 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             )
         validate_data(self, X_left, skip_check_array=True)
         validate_data(self, X_right, reset=False, skip_check_array=True)
-        blocks = [_unit_rows(left.astype(np.float64)), _unit_rows(right.astype(np.float64))]
+        unit_left = _unit_rows(left.astype(np.float64))
+        unit_right = _unit_rows(right.astype(np.float64))
+
+        def problem(index):
+            blocks = [unit_left[index], unit_right[index]]
+            return blocks, np.vstack(blocks), _PairMSELoss(target[index])
+
+        binary = np.unique(target).size == 2
+
+        def score(coef, train, test):
+            cosines = np.sum(
+                _unit_rows(unit_left[test] @ coef.T) * _unit_rows(unit_right[test] @ coef.T),
+                axis=1,
+            )
+            return _pair_score(cosines, target[test], binary)
+
+        alpha = self.alpha
+        if alpha == "auto":
+            alpha = self._choose_alpha(problem, _pair_folds(left, target, binary), score)
         dtype = np.result_type(left.dtype, right.dtype)
-        self._fit_map(blocks, np.vstack(blocks), loss=_PairMSELoss(target), dtype=dtype)
+        blocks, rows, loss = problem(slice(None))
+        self._fit_map(blocks, rows, loss=loss, alpha=alpha, dtype=dtype)
         return self
 
     def transform(self, X):
@@ -296,12 +353,57 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
-    def _fit_map(self, blocks, rows, *, loss, dtype):
-        """Fit ``coef_`` by minimising ``loss`` over the maps of the input ``blocks``.
+    def _choose_alpha(self, problem, folds, score):
+        """The ``alpha`` of ``alpha="auto"``: validated on ``folds``, most regularised first.
+
+        ``problem(index)`` gives the fit on the rows or pairs ``index``; ``score(coef,
+        train, test)`` the validation score (higher is better) of a map fitted on
+        ``train``. ``folds`` is None when there is too little data to validate.
+        """
+        self.__dict__.pop("alpha_scores_", None)
+        self._validation_iterations = 0
+        if folds is None:
+            return np.inf
+        candidates = (np.inf, *ALPHA_CANDIDATES)
+        n_folds = int(folds.max()) + 1
+        scores = np.empty((len(candidates), n_folds))
+        for fold in range(n_folds):
+            train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+            blocks, rows, loss = problem(train)
+            if self.n_components is not None and rows.shape[0] < self.n_components < rows.shape[1]:
+                return np.inf  # a fold is too small for this projection: keep W0
+            x0 = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                for i, alpha in enumerate(candidates):
+                    # From strong to weak penalty, each fit starts from the previous one.
+                    coef, n_iter, x0 = self._solve(blocks, rows, loss=loss, alpha=alpha, x0=x0)
+                    self._validation_iterations += n_iter
+                    scores[i, fold] = score(coef, train, test)
+        self.alpha_scores_ = dict(zip(candidates, scores.mean(axis=1).tolist(), strict=True))
+        best = int(np.argmax(scores.mean(axis=1)))
+        for i in range(len(candidates)):
+            # One standard error rule: the strongest penalty whose loss against the best
+            # is within the noise of the folds.
+            gap = scores[best] - scores[i]
+            if gap.mean() <= gap.std(ddof=1) / np.sqrt(n_folds):
+                return candidates[i]
+        return candidates[best]  # pragma: no cover (i == best always qualifies)
+
+    def _fit_map(self, blocks, rows, *, loss, alpha, dtype):
+        """Fit ``coef_`` by minimising ``loss`` with penalty ``alpha`` (see ``_solve``)."""
+        coef, n_iter, _ = self._solve(blocks, rows, loss=loss, alpha=alpha, warn=True)
+        self.alpha_ = float(alpha)
+        self.n_iter_ = n_iter + self.__dict__.pop("_validation_iterations", 0)
+        self.coef_ = coef.astype(dtype, copy=False)
+
+    def _solve(self, blocks, rows, *, loss, alpha, x0=None, warn=False):
+        """Minimise ``loss`` over the maps of the input ``blocks``: ``(W, n_iter, G)``.
 
         ``blocks`` are float64 matrices in input space whose rows lie in the span of
         the normalised training ``rows``; ``loss`` receives their normalised images
-        and returns the loss and its gradient with respect to each.
+        and returns the loss and its gradient with respect to each. ``alpha=inf``
+        returns the initial map ``W0``; ``x0`` is a (flat) ``G`` to start from.
         """
         n_rows, n_features = rows.shape
         n_components = n_features if self.n_components is None else self.n_components
@@ -320,9 +422,11 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"n_components={n_components} must be at most the number of training "
                 f"rows ({n_rows}) when it is smaller than n_features={n_features}."
             )
+        shape = (n_components, basis.shape[1])
+        if np.isinf(alpha):
+            return initial, 0, np.zeros(shape[0] * shape[1])
         starts = [block @ initial.T for block in blocks]
         projections = [block @ basis for block in blocks]
-        shape = (n_components, basis.shape[1])
 
         def objective(flat):
             step = flat.reshape(shape)
@@ -331,29 +435,83 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 for start, projection in zip(starts, projections, strict=True)
             ]
             value, image_grads = loss([unit for unit, _ in images])
-            grad = self.alpha * step
+            grad = alpha * step
             for (unit, inv_norm), image_grad, projection in zip(
                 images, image_grads, projections, strict=True
             ):
                 grad += _normalize_rows_backward(image_grad, unit, inv_norm).T @ projection
-            return value + 0.5 * self.alpha * np.vdot(step, step), grad.ravel()
+            return value + 0.5 * alpha * np.vdot(step, step), grad.ravel()
 
         result = minimize(
             objective,
-            np.zeros(shape[0] * shape[1]),
+            np.zeros(shape[0] * shape[1]) if x0 is None else x0,
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": self.tol},
         )
-        if result.status == 1:
+        if warn and result.status == 1:
             warnings.warn(
                 f"LinearEmbeddingAdapter did not converge in max_iter={self.max_iter} "
                 "iterations; increase max_iter, tol or alpha.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
-        self.n_iter_ = int(result.nit)
-        self.coef_ = (initial + result.x.reshape(shape) @ basis.T).astype(dtype, copy=False)
+        return initial + result.x.reshape(shape) @ basis.T, int(result.nit), result.x
+
+
+def _class_folds(y_index, n_folds):
+    """Validation fold of each row: dealt in turn within each class (stratified)."""
+    folds = np.empty(y_index.size, dtype=np.intp)
+    order = np.argsort(y_index, kind="stable")
+    starts = np.r_[0, np.cumsum(np.bincount(y_index))[:-1]]
+    folds[order] = (np.arange(y_index.size) - np.repeat(starts, np.bincount(y_index))) % n_folds
+    return folds
+
+
+def _pair_folds(left, target, binary):
+    """Validation fold of each pair, by its left row (an item stays in one fold), or None.
+
+    None when there are too few distinct left rows, or when a fold would miss one of the
+    two values of a binary target.
+    """
+    _, group = np.unique(left, axis=0, return_inverse=True)
+    group = group.ravel()
+    if group.max(initial=-1) + 1 < _N_FOLDS:
+        return None
+    folds = group % _N_FOLDS
+    for fold in range(_N_FOLDS):
+        values = np.unique(target[folds == fold])
+        if values.size < 2:
+            return None
+    return folds
+
+
+def _centroid_accuracy(Z, y_index, train, test):
+    """Balanced accuracy on ``test`` of the nearest (cosine) centroid of ``train``'s classes.
+
+    Balanced (the mean recall of the classes): a map that gains accuracy by folding a
+    small class into a big one has made the embeddings worse for that class.
+    """
+    n_classes = int(y_index.max()) + 1
+    sums = np.zeros((n_classes, Z.shape[1]))
+    np.add.at(sums, y_index[train], Z[train])
+    scores = Z[test] @ _unit_rows(sums).T
+    correct = np.argmax(scores, axis=1) == y_index[test]
+    counts = np.bincount(y_index[test], minlength=n_classes)
+    hits = np.bincount(y_index[test], weights=correct, minlength=n_classes)
+    return float(np.mean(hits[counts > 0] / counts[counts > 0]))
+
+
+def _pair_score(cosines, target, binary):
+    """ROC AUC of the cosines for a binary target, else their Pearson correlation."""
+    if binary:
+        ranks = rankdata(cosines)
+        positive = target == target.max()
+        n_pos, n_neg = positive.sum(), (~positive).sum()
+        return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if np.ptp(cosines) == 0:
+        return 0.0
+    return float(np.corrcoef(cosines, target)[0, 1])
 
 
 def _energy_basis(data):

@@ -62,7 +62,53 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         """
         self._make_backend()  # surfaces parameter combinations the model refuses
         check_texts(X, invalid=self.on_invalid_text)
+        # The one fact fit keeps: the column's name, for get_feature_names_out.
+        name = _column_name(X)
+        if name is None:
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            self.feature_names_in_ = np.asarray([name], dtype=object)
         return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Get the output column names: ``<column>_0 ...``, or the class name's.
+
+        The embedding of a named column (a pandas Series' name, or the column of a
+        single-column DataFrame, seen by ``fit``, or given as ``input_features``, as
+        :class:`~sklearn.compose.ColumnTransformer` does) is named after it, as
+        ``review_0 ... review_383``; otherwise after the class:
+        ``localembeddingtransformer0 ...``.
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            The name of the input column, as a one-element sequence. If ``fit`` saw a
+            named column, it must be that name.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            One name per output dimension.
+        """
+        fitted = getattr(self, "feature_names_in_", None)
+        if input_features is not None:
+            input_features = np.asarray(input_features, dtype=object)
+            if input_features.shape != (1,):
+                raise ValueError(
+                    f"{type(self).__name__} embeds one column of texts, so input_features "
+                    f"must name one column; got {input_features.tolist()!r}."
+                )
+            if fitted is not None and not np.array_equal(fitted, input_features):
+                raise ValueError(
+                    f"input_features is not equal to feature_names_in_: got "
+                    f"{input_features.tolist()!r}, fit saw {fitted.tolist()!r}."
+                )
+            name = str(input_features[0])
+        elif fitted is not None:
+            name = fitted[0]
+        else:
+            return super().get_feature_names_out()
+        return np.asarray([f"{name}_{i}" for i in range(self._n_features_out)], dtype=object)
 
     def transform(self, X):
         """Embed the texts.
@@ -165,3 +211,13 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         tags.requires_fit = False
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+def _column_name(X):
+    """The name of the column of texts ``X``, when it has one that is a string."""
+    columns = getattr(X, "columns", None)
+    if columns is not None:  # a single-column DataFrame (check_texts refuses others)
+        name = columns[0] if len(columns) == 1 else None
+    else:
+        name = getattr(X, "name", None) if hasattr(X, "dtype") else None  # a Series
+    return name if isinstance(name, str) else None

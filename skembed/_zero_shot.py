@@ -28,10 +28,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     No labelled data is needed (the OpenAI cookbook's zero-shot classification), but
     the classifier uses what it is given:
 
-    - ``fit(X)`` with unlabelled texts adapts the prototypes to them (transductive):
+    - ``fit(X)`` with unlabelled texts keeps the pure description vectors by default.
+      With ``transductive=True`` (opt-in) it adapts the prototypes to the texts:
       starting from the description vectors, a few soft k-means steps move each
       prototype towards the texts it attracts, keeping the description as an anchor.
-      ``transductive=False`` keeps the pure description vectors.
+      This helps when the texts cluster by class (news topics), and hurts when they
+      cluster by something else (product reviews cluster by product, not by
+      sentiment), so it is not the default.
     - ``fit(X, y)`` with labels blends each class's description vector with the
       centroid of its labelled texts (few-shot), weighted by ``label_weight``.
 
@@ -55,8 +58,10 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     temperature : float, default=0.05
         Softmax temperature of ``predict_proba`` over cosine similarities; lower is
         more confident. It changes no prediction.
-    transductive : bool, default=True
-        Whether ``fit(X)`` without labels adapts the prototypes to ``X``.
+    transductive : bool, default=False
+        Whether ``fit(X)`` without labels adapts the prototypes to ``X`` (see
+        above): opt-in, since it can make results worse than the plain
+        descriptions on texts whose main structure is not the classes'.
     n_iter : int, default=5
         Soft k-means steps of the transductive adaptation.
     label_weight : float, default=0.5
@@ -66,7 +71,8 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels.
+        Class labels, sorted as :func:`numpy.unique` sorts them (whatever the order
+        of ``labels``); the columns of ``predict_proba`` follow this order.
     embedder_ : transformer
         The fitted clone of ``embedder``.
     label_embeddings_ : ndarray of shape (n_classes, n_dimensions)
@@ -86,7 +92,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     >>> from skembed import LocalEmbeddingTransformer, ZeroShotEmbeddingClassifier
     >>> classifier = ZeroShotEmbeddingClassifier(
     ...     labels=["sport", "finance"], template="A text about {}.",
-    ...     embedder=LocalEmbeddingTransformer(cache=None), transductive=False)
+    ...     embedder=LocalEmbeddingTransformer(cache=None))
     >>> classifier.fit(["The striker scored twice.", "Shares rose 3%."]).predict(
     ...     ["The goalkeeper saved a penalty.", "The bank cut interest rates."]).tolist()
     ['sport', 'finance']
@@ -109,7 +115,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         template="{}",
         embedder=None,
         temperature=0.05,
-        transductive=True,
+        transductive=False,
         n_iter=5,
         label_weight=0.5,
     ):
@@ -188,8 +194,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         if y is not None:
             y = _check_targets(y, len(X))
         descriptions = self._descriptions(y)
+        # Sorted as np.unique sorts them: scorers and meta-estimators read classes_[1] as
+        # the positive class and the columns of predict_proba in that order.
+        names = list(descriptions)
+        order = np.argsort(np.asarray(names), kind="stable")
+        descriptions = {names[i]: descriptions[names[i]] for i in order}
         self.descriptions_ = descriptions
-        self.classes_ = np.array(list(descriptions))
+        self.classes_ = np.asarray(names)[order]
         if y is not None:
             known = set(self.classes_.tolist())
             unknown = [c for c in dict.fromkeys(y.tolist()) if c not in known]
@@ -265,8 +276,13 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         mixed = self.label_weight * self.label_embeddings_ + (1 - self.label_weight) * unit
         return normalize_rows(mixed, name="prototypes")
 
+    def _scores(self, X):
+        """Cosine similarity of each text to each class prototype, ``(n, n_classes)``."""
+        check_is_fitted(self)
+        return self._embed(X, self.prototypes_.shape[1]) @ self.prototypes_.T
+
     def decision_function(self, X):
-        """Cosine similarity of each text to each class prototype.
+        """Confidence scores: cosine similarities to the class prototypes.
 
         Parameters
         ----------
@@ -275,11 +291,16 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_samples, n_classes)
-            Cosine similarities, in the order of ``classes_``.
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            With more than two classes, the cosine similarity of each text to each
+            class prototype, in the order of ``classes_``. With two classes, as in
+            scikit-learn's classifiers, the score of ``classes_[1]``: its cosine minus
+            that of ``classes_[0]`` (positive means ``classes_[1]``).
         """
-        check_is_fitted(self)
-        return self._embed(X, self.prototypes_.shape[1]) @ self.prototypes_.T
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
 
     def predict_proba(self, X):
         """Softmax of the cosine similarities divided by ``temperature``.
@@ -292,9 +313,27 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-            Probabilities summing to one per row.
+            Probabilities summing to one per row, columns in the order of
+            ``classes_``.
         """
-        return softmax(self.decision_function(X).astype(np.float64) / self.temperature)
+        return softmax(self._scores(X).astype(np.float64) / self.temperature)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or single-column DataFrame of str
+            Texts.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns in the order of ``classes_``.
+        """
+        logits = self._scores(X).astype(np.float64) / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def predict(self, X):
         """The class whose prototype is most similar to each text.
@@ -309,7 +348,8 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples,)
             Predicted classes.
         """
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self._scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -47,8 +47,11 @@ class CosineNearestNeighbors(BaseEstimator):
     The contract of :class:`sklearn.neighbors.NearestNeighbors` with
     ``metric="cosine"``: distances are ``1 - cos`` and ascending, and a query on the
     fitted data itself (``X=None``) leaves each point out of its own neighbours. Rows
-    are used as unit vectors: rows that are not of unit norm are normalised (a copy),
-    rows of zero norm are refused. Everything is computed in float32.
+    are used as unit vectors: rows that are not of unit norm are normalised (a copy).
+    An all-zero row (a blank text embedded with ``on_invalid_text="zero"``) has cosine
+    0, hence distance 1, to everything, itself included, as
+    :func:`sklearn.metrics.pairwise.cosine_similarity` defines it. Everything is
+    computed in float32.
 
     The exact search multiplies blocks of queries and fitted rows into a reused
     buffer and keeps each query's best ``k`` with a running threshold, so its memory
@@ -168,7 +171,7 @@ class CosineNearestNeighbors(BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Vectors to search, typically embeddings. Rows that are not of unit norm
-            are normalised; rows of zero norm raise a ValueError.
+            are normalised; an all-zero row stays zero (distance 1 to everything).
         y : None
             Ignored.
 
@@ -184,7 +187,7 @@ class CosineNearestNeighbors(BaseEstimator):
         fresh = isinstance(given, list | tuple) or (
             isinstance(given, np.ndarray) and not np.may_share_memory(X, given)
         )
-        self._fit_X = _math.unit_norm_rows(X, copy=not fresh)
+        self._fit_X = _unit_or_zero_rows(X, copy=not fresh)
         self.n_samples_fit_ = X.shape[0]
         self._index = self._build_hnsw() if self.algorithm == "hnsw" else None
         return self
@@ -210,7 +213,7 @@ class CosineNearestNeighbors(BaseEstimator):
 
     def _check_queries(self, X):
         X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
-        return _math.l2_normalize(X, copy=True)
+        return _unit_or_zero_rows(X, copy=True)
 
     def _check_n_neighbors(self, n_neighbors):
         if n_neighbors is None:
@@ -417,6 +420,17 @@ class CosineNearestNeighbors(BaseEstimator):
         """
         distances, _ = self.kneighbors(X)
         return -distances.mean(axis=1, dtype=np.float32)
+
+
+def _unit_or_zero_rows(X, *, copy):
+    """float32 ``X`` with unit rows; all-zero rows stay zero, so their cosines are 0.
+
+    ``X`` itself when its rows are already of unit norm (embeddings usually are).
+    """
+    squared_norms = _math._squared_row_norms(X)
+    if np.all(np.abs(squared_norms - 1.0) <= 2 * _math._UNIT_NORM_ATOL):
+        return X
+    return _math.normalize_rows(X, zero_rows="keep", copy=copy)
 
 
 def cosine_diversity(X):

@@ -304,3 +304,104 @@ def test_clone_keeps_only_params():
     copy = clone(adapter)
     assert copy.get_params() == adapter.get_params()
     assert not hasattr(copy, "coef_")
+
+
+# -- alpha="auto": internal validation, the initial map among the candidates ----------
+
+
+def _clean_task(n_samples, n_features, rng):
+    """Embeddings in which cosine is already right: class clusters plus isotropic noise."""
+    y = rng.randint(N_CLASSES, size=n_samples)
+    centres = normalize(rng.normal(size=(N_CLASSES, n_features)))
+    return centres[y] + rng.uniform(0.3, 1.2) * rng.normal(size=(n_samples, n_features)) / np.sqrt(
+        n_features
+    ), y
+
+
+def test_auto_alpha_never_makes_clean_embeddings_worse():
+    # Raw cosines are already ideal and rows are few for the size of the map (the regime
+    # in which a fixed alpha overfits): on held-out rows, the default must not lose
+    # beyond noise, whatever the sizes.
+    losses = []
+    for seed in range(5):
+        rng = np.random.RandomState(seed)
+        n_features = int(rng.choice([16, 48, 96]))
+        n_train = int(rng.randint(40, 120))
+        X, y = _clean_task(n_train + 400, n_features, rng)
+        adapter = LinearEmbeddingAdapter().fit(X[:n_train], y[:n_train])
+        raw = _nearest_centroid_accuracy(X[:n_train], y[:n_train], X[n_train:], y[n_train:])
+        Z = adapter.transform(X)
+        adapted = _nearest_centroid_accuracy(Z[:n_train], y[:n_train], Z[n_train:], y[n_train:])
+        assert adapted >= raw - 0.04, (seed, raw, adapted, adapter.alpha_)
+        losses.append(raw - adapted)
+        assert np.inf in adapter.alpha_scores_
+    assert np.mean(losses) <= 0.01, losses
+
+
+def _paraphrase_pairs(items, paraphrases, index, rng):
+    """Pairs (item, its paraphrase) +1 and (item, another's paraphrase) -1."""
+    left = rng.choice(index, 400)
+    right = left.copy()
+    negative = np.arange(400) % 2 == 1
+    right[negative] = rng.choice(index, negative.sum())
+    return items[left], paraphrases[right], np.where(negative, -1.0, 1.0)
+
+
+def test_auto_alpha_never_makes_strong_pair_cosines_worse():
+    # Pairs whose raw cosine already separates them well (a text and a paraphrase of it,
+    # against a random other): the default map keeps the held-out pair ranking.
+    for seed in range(3):
+        rng = np.random.RandomState(seed)
+        items = normalize(rng.normal(size=(600, 32)))
+        paraphrases = items + 0.8 * rng.normal(size=items.shape) / np.sqrt(32)
+
+        train = _paraphrase_pairs(items, paraphrases, np.arange(300), rng)
+        test = _paraphrase_pairs(items, paraphrases, np.arange(300, 600), rng)
+        adapter = LinearEmbeddingAdapter().fit_pairs(*train)
+        before = _threshold_accuracy(
+            _cosines(train[0], train[1]), train[2], _cosines(test[0], test[1]), test[2]
+        )
+        T = adapter.transform
+        after = _threshold_accuracy(
+            _cosines(T(train[0]), T(train[1])), train[2], _cosines(T(test[0]), T(test[1])), test[2]
+        )
+        assert after >= before - 0.02, (seed, before, after, adapter.alpha_)
+
+
+def test_auto_alpha_learns_where_the_data_show_a_gain():
+    X, y = _distorted(600, seed=7)
+    adapter = LinearEmbeddingAdapter().fit(X[:300], y[:300])
+    assert np.isfinite(adapter.alpha_) and adapter.alpha_ in (1.0, 0.1, 0.01, 0.001)
+    assert max(adapter.alpha_scores_.values()) > adapter.alpha_scores_[np.inf] + 0.1
+    Z = adapter.transform(X)
+    assert _nearest_centroid_accuracy(Z[:300], y[:300], Z[300:], y[300:]) > (
+        _nearest_centroid_accuracy(X[:300], y[:300], X[300:], y[300:]) + 0.1
+    )
+
+
+def test_auto_alpha_is_deterministic_and_reported():
+    X, y = _distorted(200, seed=8)
+    first = LinearEmbeddingAdapter().fit(X, y)
+    second = LinearEmbeddingAdapter().fit(X, y)
+    assert first.alpha_ == second.alpha_
+    assert first.alpha_scores_ == second.alpha_scores_
+    assert_array_equal(first.coef_, second.coef_)
+    fixed = LinearEmbeddingAdapter(alpha=0.1).fit(X, y)
+    assert fixed.alpha_ == 0.1 and not hasattr(fixed, "alpha_scores_")
+    # The chosen alpha refitted on all rows is exactly what alpha=alpha_ gives.
+    if np.isfinite(first.alpha_):
+        refit = LinearEmbeddingAdapter(alpha=first.alpha_).fit(X, y)
+        assert_allclose(refit.coef_, first.coef_, rtol=1e-10)
+
+
+def test_auto_alpha_keeps_the_initial_map_without_enough_data():
+    X = np.random.RandomState(0).normal(size=(5, 6))
+    adapter = LinearEmbeddingAdapter().fit(X, [0, 0, 1, 1, 1])  # a class of 2 rows
+    assert adapter.alpha_ == np.inf and adapter.n_iter_ == 0
+    assert_allclose(adapter.coef_, np.eye(6))
+
+
+def test_auto_alpha_with_a_projection_wider_than_a_fold_keeps_the_initial_map():
+    X = np.random.RandomState(1).normal(size=(9, 10))
+    adapter = LinearEmbeddingAdapter(n_components=7).fit(X, [0, 1, 2] * 3)
+    assert adapter.alpha_ == np.inf and adapter.coef_.shape == (7, 10)

@@ -330,7 +330,7 @@ def test_zero_policy_in_zero_shot_gives_uniform_probabilities(local):
     ).fit(["x"])
     proba = model.predict_proba(["The striker scored.", None, ""])
     np.testing.assert_allclose(proba[1:], 0.5)
-    assert proba[0, 0] > 0.5
+    assert proba[0, model.classes_.tolist().index("sport")] > 0.5
     np.testing.assert_array_equal(model.decision_function([None]), 0)
 
 
@@ -577,16 +577,17 @@ def test_bad_numeric_input_is_refused_by_name(fitted, entry, case, make_X, error
             NUMERIC_ENTRY_POINTS[entry](fitted, make_X())
 
 
-def test_zero_rows_refused_by_neighbours_named_by_index(fitted):
+def test_zero_rows_in_neighbours_have_cosine_zero_to_everything(fitted):
+    # A zero row (a blank text under on_invalid_text="zero") is no error: its cosine to
+    # anything is 0 (distance 1), as sklearn's cosine_similarity defines it (#16).
     X = _with(_embeddings(4), 2, slice(None), 0.0)
-    for call in (
-        lambda: CosineNearestNeighbors(n_neighbors=1).fit(X),
-        lambda: fitted["nn"].score_samples(X),
-        lambda: fitted["nn"].radius_neighbors(X),
-        lambda: fitted["nn"].kneighbors_graph(X),
-    ):
-        with pytest.raises(ValueError, match=r"zero norm \(row index 2\)"):
-            call()
+    distances, _ = CosineNearestNeighbors(n_neighbors=1).fit(X).kneighbors()
+    np.testing.assert_allclose(distances[2], 1.0, atol=1e-6)
+    np.testing.assert_allclose(fitted["nn"].score_samples(X)[2], -1.0, atol=1e-6)
+    within = fitted["nn"].radius_neighbors(X, radius=0.5, return_distance=False)
+    assert len(within[2]) == 0
+    graph = fitted["nn"].kneighbors_graph(X, mode="distance")
+    np.testing.assert_allclose(graph[2].data, 1.0, atol=1e-6)
 
 
 def test_feature_names_must_match_the_fit():
@@ -777,7 +778,9 @@ _ARRAYS = hnp.arrays(
 
 def _brute_force_distances(X, k):
     """Sorted cosine distances of each row to the others, in float64."""
-    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    # A zero row has cosine 0 to everything, as sklearn's cosine_similarity defines it.
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    unit = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
     distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
     np.fill_diagonal(distances, np.inf)
     return np.sort(distances, axis=1)[:, :k]
@@ -810,7 +813,8 @@ def test_property_neighbours_on_random_arrays(X):
             return
     X32 = X.astype(np.float32).astype(np.float64)
     # Rows scaled to a largest entry of one first: the float64 oracle must not overflow.
-    X32 /= np.abs(X32).max(axis=1, keepdims=True)
+    largest = np.abs(X32).max(axis=1, keepdims=True)
+    X32 = np.divide(X32, largest, out=np.zeros_like(X32), where=largest > 0)
     np.testing.assert_allclose(distances, _brute_force_distances(X32, 1), atol=1e-5)
 
 

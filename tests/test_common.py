@@ -5,6 +5,13 @@ Estimators taking raw texts have ``input_tags.two_d_array=False``, with which
 ``check_estimator`` runs one check and silently skips the rest (they all feed numeric
 arrays), so they run an explicit list of the data-free checks instead.
 
+Estimators taking raw texts also run our own suite of sklearn's checks re-expressed with
+real texts (``TEXT_CHECKS`` below: clone/get/set params, fit idempotence, not-fitted
+errors, pickling, ``n_features_in_``, output shapes and dtypes, input containers,
+classifier and scorer behaviour, ``set_output``, feature names), each applied where the
+estimator's methods and tags make it relevant. A row gives ``make(request)``, which builds
+the estimator to check (``request`` reaches fixtures, such as the fake OpenAI server).
+
 To add checks for an estimator, extend its row's ``checks``; to add an estimator, add a
 row (``test_table_lists_every_public_estimator`` fails until you do).
 """
@@ -15,8 +22,10 @@ import importlib
 import inspect
 import pkgutil
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import estimator_checks, get_tags
@@ -48,11 +57,6 @@ TEXT_ESTIMATOR_CHECKS = [
     estimator_checks.check_do_not_raise_errors_in_init_or_set_params,
 ]
 
-_ZERO_ROWS_REFUSED = (
-    "fits integer data that contains an all-zero row; zero rows are refused by design "
-    "(their cosine is undefined)"
-)
-
 
 @dataclass(frozen=True)
 class Row:
@@ -62,6 +66,8 @@ class Row:
     instances: list
     checks: str | list  # ALL_CHECKS, or a list of check functions called (name, estimator)
     expected_failed_checks: dict = field(default_factory=dict)  # check name -> why
+    # Text estimators: request -> the estimator the TEXT_CHECKS run on, with real texts.
+    make: Callable | None = None
 
 
 TABLE = [
@@ -70,14 +76,30 @@ TABLE = [
         CosineNearestNeighbors,
         [CosineNearestNeighbors(), CosineNearestNeighbors(algorithm="hnsw", random_state=0)],
         ALL_CHECKS,
-        expected_failed_checks={"check_estimators_dtypes": _ZERO_ROWS_REFUSED},
     ),
-    Row(OpenAIEmbeddingTransformer, [OpenAIEmbeddingTransformer()], TEXT_ESTIMATOR_CHECKS),
-    Row(LocalEmbeddingTransformer, [LocalEmbeddingTransformer()], TEXT_ESTIMATOR_CHECKS),
+    Row(
+        OpenAIEmbeddingTransformer,
+        [OpenAIEmbeddingTransformer()],
+        TEXT_ESTIMATOR_CHECKS,
+        make=lambda request: request.getfixturevalue("openai_embedder")(dimensions=16),
+    ),
+    Row(
+        LocalEmbeddingTransformer,
+        [LocalEmbeddingTransformer()],
+        TEXT_ESTIMATOR_CHECKS,
+        make=lambda request: LocalEmbeddingTransformer(),
+    ),
     Row(
         ZeroShotEmbeddingClassifier,
         [ZeroShotEmbeddingClassifier(labels=["a", "b"])],
         TEXT_ESTIMATOR_CHECKS,
+        make=lambda request: ZeroShotEmbeddingClassifier(
+            labels={
+                0: "A negative review: I would not recommend it.",
+                1: "A positive review: I love it and recommend it.",
+            },
+            embedder=LocalEmbeddingTransformer(),
+        ),
     ),
 ]
 
@@ -144,3 +166,34 @@ def test_each_row_runs_the_checks_its_input_allows():
             assert two_d_array == (row.checks == ALL_CHECKS), (row.estimator, two_d_array)
         if row.checks != ALL_CHECKS:
             assert not row.expected_failed_checks, "list only the checks that pass"
+            assert row.make is not None, f"{row.estimator.__name__} needs make= for TEXT_CHECKS"
+
+
+from tests._text_checks import TEXT_CHECKS, applies  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    """16 real clothing reviews (both classes of ``recommended_ind``) and their labels."""
+    from skembed.datasets import load_clothing_reviews
+
+    frame = load_clothing_reviews(n_samples=60, random_state=3).dropna(subset=["review_text"])
+    frame = pd.concat(
+        [frame[frame["recommended_ind"] == 1][:10], frame[frame["recommended_ind"] == 0][:6]]
+    )
+    return frame["review_text"].tolist(), frame["recommended_ind"].to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("row", "check"),
+    [
+        pytest.param(row, check, id=f"{row.estimator.__name__}-{check.__name__}")
+        for row in TABLE
+        if row.make is not None
+        for check in TEXT_CHECKS
+        if applies(check, row.instances[0])
+    ],
+)
+def test_text_estimator_on_real_texts(row, check, request, reviews):
+    texts, y = reviews
+    check(row.make(request), texts, y)

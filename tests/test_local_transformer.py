@@ -73,4 +73,6 @@ def test_feature_names_and_pandas_output():
     embedder = LocalEmbeddingTransformer(cache=None).set_output(transform="pandas")
     out = embedder.fit_transform(pd.DataFrame({"t": SENTENCES[:2]}))
     assert out.shape == (2, 384)
-    assert out.columns[0] == "localembeddingtransformer0"
+    assert out.columns[0] == "t_0"  # named after the column fit saw (#16)
+    unnamed = embedder.fit_transform(SENTENCES[:2])
+    assert unnamed.columns[0] == "localembeddingtransformer0"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import roc_auc_score
-from sklearn.metrics.pairwise import cosine_distances
+from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -85,14 +85,40 @@ def test_kneighbors_n_neighbors_checks():
         nn.kneighbors(X, n_neighbors=2.0)
 
 
-def test_zero_rows_are_refused_with_their_index():
-    X = np.ones((6, 3))
-    X[4] = 0
-    with pytest.raises(ValueError, match=r"zero norm \(row index 4\)"):
-        CosineNearestNeighbors().fit(X)
-    nn = CosineNearestNeighbors(n_neighbors=2).fit(np.eye(3))
-    with pytest.raises(ValueError, match=r"zero norm \(row index 1\)"):
-        nn.kneighbors([[1.0, 0, 0], [0, 0, 0]])
+@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
+def test_zero_rows_have_cosine_zero_to_everything(algorithm):
+    # A blank text embedded with on_invalid_text="zero" gives an all-zero row: cosine 0
+    # (distance 1) to every point, as sklearn's cosine_similarity defines it, not an error.
+    if algorithm == "hnsw":
+        pytest.importorskip("hnswlib")
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        n_fit, n_query, n_features = rng.integers(4, 40), rng.integers(1, 20), rng.integers(2, 9)
+        X = rng.standard_normal((n_fit, n_features))
+        Q = rng.standard_normal((n_query, n_features))
+        X[rng.random(n_fit) < 0.3] = 0
+        Q[rng.random(n_query) < 0.3] = 0
+        k = int(rng.integers(1, n_fit))
+        nn = CosineNearestNeighbors(n_neighbors=k, algorithm=algorithm, random_state=0).fit(X)
+        for queries, exclude_self in ((Q, False), (None, True)):
+            expected = 1 - cosine_similarity(X if queries is None else queries, X)
+            if exclude_self:
+                np.fill_diagonal(expected, np.inf)
+            distances, indices = nn.kneighbors(queries)
+            assert np.isfinite(distances).all()
+            # Each returned distance is the true one, and the k best are returned.
+            np.testing.assert_allclose(
+                distances, np.take_along_axis(expected, indices, axis=1), atol=1e-5
+            )
+            if algorithm == "brute":
+                np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :k], atol=1e-5)
+            zero_queries = ~(X if queries is None else queries).any(axis=1)
+            np.testing.assert_allclose(distances[zero_queries], 1.0, atol=1e-6)
+        within, _ = nn.radius_neighbors(Q, radius=1.0)
+        for row, found in zip(Q, within, strict=True):
+            if not row.any():
+                assert len(found) == n_fit and np.allclose(found, 1.0, atol=1e-6)
+        assert np.isfinite(nn.score_samples(Q)).all()
 
 
 def test_unit_norm_float32_input_is_not_copied():

@@ -95,7 +95,9 @@ def test_set_output_pandas_and_feature_names(openai_embedder):
     frame = pd.DataFrame({"text": ["x", "y"]}, index=[10, 20])
     embedder = openai_embedder(dimensions=8).set_output(transform="pandas")
     out = embedder.fit_transform(frame)
-    assert list(out.columns) == [f"openaiembeddingtransformer{i}" for i in range(8)]
+    assert list(out.columns) == [f"text_{i}" for i in range(8)]  # the column's name (#16)
+    unnamed = embedder.fit_transform(frame["text"].tolist())
+    assert list(unnamed.columns) == [f"openaiembeddingtransformer{i}" for i in range(8)]
     assert list(out.index) == [10, 20]
 
 
