@@ -99,6 +99,19 @@ def test_plain_openai_reads_openai_base_url_like_the_sdk(monkeypatch):
         endpoint_identity(None)
 
 
+def test_openai_base_url_set_after_the_identity_was_fixed_is_refused(fake_server, monkeypatch):
+    # Built with OpenAI's own API as its identity, the backend must never send to (and
+    # cache the answers of) a server named later in the environment.
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    embedder = OpenAIEmbeddingTransformer(cache=None)
+    backend = embedder._backend()
+    assert backend.cache_namespace.startswith("openai|openai|")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
+    with pytest.raises(ValueError, match="OPENAI_BASE_URL was set after"):
+        embedder.transform(["a text"])
+    assert fake_server.stats()["requests"] == 0
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_azure_identity_is_the_resource_from_wherever_it_comes(monkeypatch, seed):
     rng = np.random.default_rng(seed)

@@ -59,9 +59,6 @@ _BODY_BYTES_PER_ITEM = 1024
 _BODY_BYTES_BASE = 1 << 20
 #: The width assumed for the body cap while a model's width is unknown.
 _BODY_UNKNOWN_WIDTH = 16_384
-#: The SDK's default endpoint (identity "openai"), handed to it explicitly so that it
-#: does not read ``$OPENAI_BASE_URL`` again after the identity was fixed.
-_OPENAI_API_URL = "https://api.openai.com/v1"
 #: A job stops for vectors that cannot be normalised only once at least this many inputs
 #: were answered, more than half of them with such vectors.
 _SYSTEMIC_MIN_PIECES = 32
@@ -387,9 +384,14 @@ class OpenAIBackend:
             return openai.AzureOpenAI(
                 azure_endpoint=self._endpoint, api_version=self.api_version, **common
             )
-        return openai.OpenAI(
-            base_url=self._endpoint or _OPENAI_API_URL, organization=self.organization, **common
-        )
+        if self._endpoint is None and os.environ.get("OPENAI_BASE_URL"):
+            # The SDK would read it now and send to a server whose vectors would be cached
+            # under the identity fixed when this backend was built (OpenAI's own API).
+            raise ValueError(
+                "$OPENAI_BASE_URL was set after this embedder's settings were fixed; set it "
+                "before creating the embedder, or pass base_url=..."
+            )
+        return openai.OpenAI(base_url=self._endpoint, organization=self.organization, **common)
 
     def _scrub(self, message):
         """Remove the API key from a message that came from elsewhere."""
