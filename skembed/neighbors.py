@@ -7,30 +7,17 @@ de-duplication, anomaly scores and the diversity of a set of texts.
 
 from __future__ import annotations
 
-import importlib
 from numbers import Integral, Real
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _math
+from . import _ann, _math
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["CosineNearestNeighbors", "cosine_diversity"]
-
-_HNSW_MISSING = (
-    'algorithm="hnsw" needs the hnswlib package: pip install skembed[ann] (or pip install hnswlib).'
-)
-
-
-def _import_hnswlib():
-    try:
-        return importlib.import_module("hnswlib")
-    except ImportError as exc:
-        raise ImportError(_HNSW_MISSING) from exc
 
 
 def _check_mode(mode):
@@ -51,7 +38,8 @@ class CosineNearestNeighbors(BaseEstimator):
     An all-zero row (a blank text embedded with ``on_invalid_text="zero"``) has cosine
     0, hence distance 1, to everything, itself included, as
     :func:`sklearn.metrics.pairwise.cosine_similarity` defines it. Everything is
-    computed in float32.
+    computed in float32; with a reduced ``storage``, candidates are found among the
+    reduced vectors and rescored exactly from the float32 rows.
 
     The exact search multiplies blocks of queries and fitted rows into a reused
     buffer and keeps each query's best ``k`` with a running threshold, so its memory
@@ -66,19 +54,32 @@ class CosineNearestNeighbors(BaseEstimator):
         Largest cosine distance (inclusive) for :meth:`radius_neighbors`, in [0, 2].
     algorithm : {"auto", "brute", "hnsw"}, default="auto"
         - ``"brute"``: exact blocked search.
-        - ``"hnsw"``: approximate search with an HNSW graph (``pip install
-          skembed[ann]``); fast at scale, but may miss true neighbours.
+        - ``"hnsw"``: approximate search with an HNSW graph (usearch, ``pip install
+          'skembed[ann]'``); fast at scale, but may miss true neighbours.
         - ``"auto"``: ``"brute"``. An approximate search is used only when asked.
 
         :meth:`radius_neighbors` is exact whatever the algorithm.
+    storage : {"float32", "float16", "int8"}, default="float32"
+        Precision of the vectors that are scanned (``"brute"``) or put in the graph
+        (``"hnsw"``). ``"int8"`` stores symmetric int8 codes (4 times smaller than
+        float32) with one scale per dimension (one for all with ``"hnsw"``, whose
+        graph links rows by plain int8 products), ``"float16"`` half floats (2
+        times). With either, each query's ``rescore_factor * n_neighbors`` best
+        candidates are rescored exactly from the float32 rows, so the distances
+        returned are exact float32 cosine distances; only which neighbours are found
+        may differ from the exact search, rarely.
+    rescore_factor : int, default=4
+        Candidates rescored per neighbour asked, with a reduced ``storage``.
     hnsw_m : int, default=16
-        Links per node of the HNSW graph (``M`` in hnswlib).
+        Links per node of the HNSW graph (``M`` in the HNSW paper; usearch's
+        ``connectivity``).
     hnsw_ef_construction : int, default=200
         Candidate list size while building the HNSW graph.
     hnsw_ef_search : int, default=None
         Candidate list size while searching; larger finds more true neighbours,
         slower. None uses ``max(64, 2 * n_neighbors)``; never less than the number
-        of neighbours asked.
+        of candidates asked (``rescore_factor * n_neighbors`` with a reduced
+        ``storage``).
     working_memory : float, default=None
         Bound, in MiB, on the temporary buffers of an exact search (the returned
         arrays are not counted). None uses block shapes tuned for speed, at most
@@ -87,8 +88,9 @@ class CosineNearestNeighbors(BaseEstimator):
         Threads of a search. None uses as many as the BLAS library does (a plain
         matrix product would use them all the same); -1 uses all processors.
     random_state : int, RandomState instance or None, default=None
-        Seed of the HNSW graph's level assignment. Pass an int for a reproducible
-        graph (a graph built with several threads may still differ).
+        Ignored: usearch draws the HNSW levels from its own fixed seed (a graph
+        built with several threads may still differ between builds). Kept so that
+        code written for the hnswlib-based versions still runs.
 
     Attributes
     ----------
@@ -99,6 +101,13 @@ class CosineNearestNeighbors(BaseEstimator):
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit. Defined only when `X` has
         feature names that are all strings.
+    index_nbytes_ : int
+        Bytes of what a k-neighbours search scans or walks: the float32 rows
+        (``"brute"``, ``storage="float32"``), the reduced vectors and their scales,
+        or the HNSW index (its vectors and graph). The float32 rows kept for
+        rescoring and :meth:`radius_neighbors` are not counted: they are the
+        caller's array (or memory map) when it is float32, C-contiguous and of unit
+        norm.
 
     See Also
     --------
@@ -108,9 +117,11 @@ class CosineNearestNeighbors(BaseEstimator):
 
     Notes
     -----
-    Memory: the fitted rows are kept as given when they are float32 and of unit
-    norm (embeddings usually are), else as a normalised float32 copy;
-    ``algorithm="hnsw"`` adds a copy of the rows and the graph.
+    Memory: the fitted rows are kept as given when they are float32, C-contiguous
+    and of unit norm (embeddings usually are; a :class:`numpy.memmap` stays on
+    disk), else as a normalised float32 copy. ``algorithm="hnsw"`` adds a copy of
+    the rows in the index's ``storage`` and the graph; a reduced ``storage`` with
+    ``"brute"`` adds the reduced copy. See ``index_nbytes_``.
 
     Examples
     --------
@@ -132,6 +143,8 @@ class CosineNearestNeighbors(BaseEstimator):
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "radius": [Interval(Real, 0, 2, closed="both")],
         "algorithm": [StrOptions({"auto", "brute", "hnsw"})],
+        "storage": [StrOptions({"float32", "float16", "int8"})],
+        "rescore_factor": [Interval(Integral, 1, None, closed="left")],
         "hnsw_m": [Interval(Integral, 2, None, closed="left")],
         "hnsw_ef_construction": [Interval(Integral, 1, None, closed="left")],
         "hnsw_ef_search": [Interval(Integral, 1, None, closed="left"), None],
@@ -146,6 +159,8 @@ class CosineNearestNeighbors(BaseEstimator):
         n_neighbors=5,
         radius=1.0,
         algorithm="auto",
+        storage="float32",
+        rescore_factor=4,
         hnsw_m=16,
         hnsw_ef_construction=200,
         hnsw_ef_search=None,
@@ -156,6 +171,8 @@ class CosineNearestNeighbors(BaseEstimator):
         self.n_neighbors = n_neighbors
         self.radius = radius
         self.algorithm = algorithm
+        self.storage = storage
+        self.rescore_factor = rescore_factor
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.hnsw_ef_search = hnsw_ef_search
@@ -189,24 +206,31 @@ class CosineNearestNeighbors(BaseEstimator):
         )
         self._fit_X = _unit_or_zero_rows(X, copy=not fresh)
         self.n_samples_fit_ = X.shape[0]
-        self._index = self._build_hnsw() if self.algorithm == "hnsw" else None
+        if self.algorithm == "hnsw":
+            _ann.import_usearch()  # before the encoding: fail fast without the extra
+        # A graph's links come from plain products of the stored codes: one scale for
+        # all dimensions there (per-dimension scales would distort its metric).
+        per_dimension = self.algorithm != "hnsw"
+        stored, self._scales = _ann.encode(self._fit_X, self.storage, per_dimension=per_dimension)
+        if self.algorithm == "hnsw":
+            # Inner product on unit vectors: the distance is 1 - cos, the cosine
+            # distance, without the normalised copy a cosine metric would make.
+            self._index = _ann.HNSWIndex(
+                stored,
+                self.storage,
+                m=self.hnsw_m,
+                ef_construction=self.hnsw_ef_construction,
+                n_threads=self._n_threads(),
+            )
+            self._stored = None  # the index holds the stored vectors
+            self.index_nbytes_ = self._index.nbytes
+        else:
+            self._index = None
+            self._stored = stored
+            self.index_nbytes_ = int(stored.nbytes)
+        if self._scales is not None:
+            self.index_nbytes_ += int(self._scales.nbytes)
         return self
-
-    def _build_hnsw(self):
-        hnswlib = _import_hnswlib()
-        n_samples, n_features = self._fit_X.shape
-        # Inner product on unit vectors: hnswlib's distance is then 1 - cos, the
-        # cosine distance, without the copy that its "cosine" space makes.
-        index = hnswlib.Index(space="ip", dim=n_features)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        index.init_index(
-            max_elements=n_samples,
-            ef_construction=self.hnsw_ef_construction,
-            M=self.hnsw_m,
-            random_seed=seed,
-        )
-        index.add_items(self._fit_X, num_threads=self._n_threads())
-        return index
 
     def _n_threads(self):
         return _math._resolve_n_threads(self.n_jobs)
@@ -257,7 +281,7 @@ class CosineNearestNeighbors(BaseEstimator):
         self._check_enough_samples(n_neighbors, query_is_train, queries.shape[0])
         if self._index is not None:
             distances, indices = self._hnsw_kneighbors(queries, n_neighbors, query_is_train)
-        else:
+        elif self.storage == "float32":
             distances, indices = _math.cosine_topk(
                 queries,
                 self._fit_X,
@@ -266,7 +290,28 @@ class CosineNearestNeighbors(BaseEstimator):
                 working_memory=self.working_memory,
                 n_threads=self.n_jobs,
             )
+        else:
+            distances, indices = self._reduced_kneighbors(queries, n_neighbors, query_is_train)
         return (distances, indices) if return_distance else indices
+
+    def _n_candidates(self, n_neighbors, query_is_train):
+        available = self.n_samples_fit_ - 1 if query_is_train else self.n_samples_fit_
+        if self.storage == "float32":
+            return n_neighbors
+        return min(self.rescore_factor * n_neighbors, available)
+
+    def _reduced_kneighbors(self, queries, n_neighbors, query_is_train):
+        # The exact scan, on the reduced vectors (the product of a float32 query, its
+        # scales folded in, with a block of codes cast to float32), then the rescoring.
+        _, candidates = _math.cosine_topk(
+            _ann.fold_queries(queries, self._scales),
+            self._stored,
+            self._n_candidates(n_neighbors, query_is_train),
+            exclude_self=query_is_train,
+            working_memory=self.working_memory,
+            n_threads=self.n_jobs,
+        )
+        return _ann.rescore(queries, self._fit_X, candidates, n_neighbors)
 
     def _check_enough_samples(self, n_neighbors, query_is_train, n_queries):
         if query_is_train and n_neighbors >= self.n_samples_fit_:
@@ -281,22 +326,25 @@ class CosineNearestNeighbors(BaseEstimator):
         )
 
     def _hnsw_kneighbors(self, queries, n_neighbors, query_is_train):
-        k = n_neighbors + 1 if query_is_train else n_neighbors
+        count = self._n_candidates(n_neighbors, query_is_train) + int(query_is_train)
         ef = self.hnsw_ef_search or max(64, 2 * n_neighbors)
-        self._index.set_ef(max(ef, k))
-        labels, distances = self._index.knn_query(queries, k=k, num_threads=self._n_threads())
-        labels = labels.astype(np.int64)
-        distances = np.clip(distances, 0.0, 2.0).astype(np.float32, copy=False)
-        if not query_is_train:
-            return distances, labels
-        # Drop each point from its own list; where the search missed it, drop the
-        # farthest neighbour instead.
-        is_self = labels == np.arange(labels.shape[0])[:, np.newaxis]
-        missed = ~is_self.any(axis=1)
-        is_self[missed, -1] = True
-        keep = ~is_self
-        shape = (labels.shape[0], n_neighbors)
-        return distances[keep].reshape(shape), labels[keep].reshape(shape)
+        searched = _ann.int8_queries(queries, self._scales) if self.storage == "int8" else queries
+        candidates = self._index.search(searched, count, ef=ef, n_threads=self._n_threads())
+        # Rows whose graph search came back short (a tiny or disconnected graph) take
+        # their candidates from the exact search instead.
+        n_valid = (candidates >= 0).sum(axis=1)
+        if query_is_train:
+            n_valid -= (candidates == np.arange(len(queries))[:, np.newaxis]).sum(axis=1)
+        short = np.flatnonzero(n_valid < n_neighbors)
+        if short.size:
+            k = n_neighbors + int(query_is_train)
+            candidates[short] = -1
+            candidates[short, :k] = _math.cosine_topk(queries[short], self._fit_X, k)[1]
+        # Exact float32 distances of the candidates (the graph's are of the stored
+        # precision), each fitted row left out of its own list.
+        return _ann.rescore(
+            queries, self._fit_X, candidates, n_neighbors, exclude_self=query_is_train
+        )
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of the k nearest neighbours of each query.

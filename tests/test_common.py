@@ -74,7 +74,12 @@ TABLE = [
     Row(LinearEmbeddingAdapter, [LinearEmbeddingAdapter()], ALL_CHECKS),
     Row(
         CosineNearestNeighbors,
-        [CosineNearestNeighbors(), CosineNearestNeighbors(algorithm="hnsw", random_state=0)],
+        [
+            CosineNearestNeighbors(),
+            CosineNearestNeighbors(algorithm="hnsw", random_state=0),
+            CosineNearestNeighbors(storage="int8"),
+            CosineNearestNeighbors(algorithm="hnsw", storage="int8"),
+        ],
         ALL_CHECKS,
     ),
     Row(

@@ -62,6 +62,7 @@ PLUMBING = [
     "skembed._validation",
     "skembed._redis",
     "skembed._fork",
+    "skembed._ann",
 ]
 # Neither: the package's lazy front door, the command line, the data loaders, and the
 # Dask helper (it calls an estimator's transform, through the estimator it is given).

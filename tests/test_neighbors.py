@@ -4,6 +4,7 @@ import pickle
 import sys
 import tracemalloc
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,12 +86,19 @@ def test_kneighbors_n_neighbors_checks():
         nn.kneighbors(X, n_neighbors=2.0)
 
 
-@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
-def test_zero_rows_have_cosine_zero_to_everything(algorithm):
+ALGORITHMS_AND_STORAGES = [
+    (algorithm, storage)
+    for algorithm in ("brute", "hnsw")
+    for storage in ("float32", "float16", "int8")
+]
+
+
+@pytest.mark.parametrize(("algorithm", "storage"), ALGORITHMS_AND_STORAGES)
+def test_zero_rows_have_cosine_zero_to_everything(algorithm, storage):
     # A blank text embedded with on_invalid_text="zero" gives an all-zero row: cosine 0
     # (distance 1) to every point, as sklearn's cosine_similarity defines it, not an error.
     if algorithm == "hnsw":
-        pytest.importorskip("hnswlib")
+        pytest.importorskip("usearch")
     for seed in range(8):
         rng = np.random.default_rng(seed)
         n_fit, n_query, n_features = rng.integers(4, 40), rng.integers(1, 20), rng.integers(2, 9)
@@ -99,7 +107,7 @@ def test_zero_rows_have_cosine_zero_to_everything(algorithm):
         X[rng.random(n_fit) < 0.3] = 0
         Q[rng.random(n_query) < 0.3] = 0
         k = int(rng.integers(1, n_fit))
-        nn = CosineNearestNeighbors(n_neighbors=k, algorithm=algorithm, random_state=0).fit(X)
+        nn = CosineNearestNeighbors(n_neighbors=k, algorithm=algorithm, storage=storage).fit(X)
         for queries, exclude_self in ((Q, False), (None, True)):
             expected = 1 - cosine_similarity(X if queries is None else queries, X)
             if exclude_self:
@@ -110,7 +118,7 @@ def test_zero_rows_have_cosine_zero_to_everything(algorithm):
             np.testing.assert_allclose(
                 distances, np.take_along_axis(expected, indices, axis=1), atol=1e-5
             )
-            if algorithm == "brute":
+            if algorithm == "brute" and storage == "float32":
                 np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :k], atol=1e-5)
             zero_queries = ~(X if queries is None else queries).any(axis=1)
             np.testing.assert_allclose(distances[zero_queries], 1.0, atol=1e-6)
@@ -215,13 +223,18 @@ def test_score_samples_in_a_pipeline():
     assert_allclose(pipe.score_samples(X[:10]), alone.score_samples(X[:10]))
 
 
-@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
-def test_pickle_round_trip(algorithm):
+@pytest.mark.parametrize(("algorithm", "storage"), ALGORITHMS_AND_STORAGES)
+def test_pickle_and_joblib_round_trip(algorithm, storage, tmp_path):
+    if algorithm == "hnsw":
+        pytest.importorskip("usearch")
     X = _data("clustered", n_samples=300)
-    nn = CosineNearestNeighbors(n_neighbors=4, algorithm=algorithm, random_state=0).fit(X)
-    restored = pickle.loads(pickle.dumps(nn))
-    for a, b in zip(nn.kneighbors(X[:20]), restored.kneighbors(X[:20]), strict=True):
-        assert_array_equal(a, b)
+    nn = CosineNearestNeighbors(n_neighbors=4, algorithm=algorithm, storage=storage).fit(X)
+    joblib.dump(nn, tmp_path / "nn.joblib")
+    for restored in (pickle.loads(pickle.dumps(nn)), joblib.load(tmp_path / "nn.joblib")):
+        assert restored.index_nbytes_ == nn.index_nbytes_
+        for a, b in zip(nn.kneighbors(X[:20]), restored.kneighbors(X[:20]), strict=True):
+            assert_array_equal(a, b)
+        assert_array_equal(nn.kneighbors(), restored.kneighbors())
 
 
 def test_n_jobs_and_working_memory_do_not_change_results():
@@ -271,9 +284,12 @@ def test_hnsw_recall_on_clustered_data():
 
 
 def test_hnsw_missing_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "hnswlib", None)
-    with pytest.raises(ImportError, match=r"pip install skembed\[ann\]"):
+    monkeypatch.setitem(sys.modules, "usearch", None)
+    monkeypatch.setitem(sys.modules, "usearch.index", None)
+    with pytest.raises(ImportError, match=r"pip install 'skembed\[ann\]'"):
         CosineNearestNeighbors(algorithm="hnsw").fit(np.eye(3))
+    # The exact search, whatever the storage, needs no extra.
+    CosineNearestNeighbors(n_neighbors=1, storage="int8").fit(np.eye(3)).kneighbors()
 
 
 def test_cosine_diversity_matches_pairwise_mean():
