@@ -19,10 +19,20 @@ call (tracemalloc), the input matrices not counted. ``--pruning`` adds the exper
 with the low-rank pruning search proposed in the issue (exact, not shipped; see
 docs/neighbors.rst).
 
+``--storage int8`` (or ``float16``) runs the reduced-storage benchmark instead: at
+``--n-samples`` rows (1M by default) of 384 dimensions with a real spectrum (the local
+model's vectors of BBC News sentences, mixed in pairs and spread with noise drawn from
+their own covariance, generated in chunks), the exact float32 search against the
+reduced scan with exact rescoring: index memory, recall@k and queries/s in the same
+run; then the HNSW graph in float32 and the reduced storage at ``--hnsw-samples`` rows
+(100k by default; its build time is printed with a linear-times-log extrapolation to
+``--n-samples``).
+
 Run outside CI, with the BLAS at its full speed::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_knn.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_knn.py --quick
+    SKEMBED_CACHE_DIR=/tmp/bench-cache python benchmarks/bench_knn.py --storage int8
 """
 
 from __future__ import annotations
@@ -317,6 +327,150 @@ def pruning_experiment(base, queries, k, brute_seconds, exact, size):
         )
 
 
+# --- Reduced storage with exact rescoring (issue 19) -----------------------------
+
+
+def real_vectors(n_sentences, seed):
+    """The local model's vectors of ``n_sentences`` BBC News sentences (cached)."""
+    import re
+
+    from skembed import LocalEmbeddingTransformer
+    from skembed.datasets import load_bbc_news
+
+    sentences = [
+        part.strip()
+        for text in load_bbc_news().text
+        for part in re.split(r"(?<=[.!?])\s+", text)
+        if len(part.strip()) > 40
+    ]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(sentences), size=n_sentences, replace=False))
+    vectors = LocalEmbeddingTransformer().fit_transform([sentences[i] for i in chosen])
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def real_spectrum_rows(vectors, n_samples, *, noise=0.8, seed=0, chunk=65536):
+    """Unit rows ``w a + (1 - w) b + noise * z``: pairs of real vectors and Gaussian noise.
+
+    ``w`` is uniform in [0.6, 1] and ``z`` has the real vectors' covariance, so the
+    spectrum, the mean direction and the per-dimension ranges are the model's. At
+    20,000 rows the mean cosine of the 10th neighbour is 0.36 (real sentences: 0.40).
+    """
+    rng = np.random.default_rng(seed)
+    centred = vectors - vectors.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T.astype(np.float64) @ centred)
+    colour = np.sqrt(np.clip(eigenvalues, 0, None) / len(vectors))[:, None] * eigenvectors.T
+    colour = colour.astype(np.float32)
+    X = np.empty((n_samples, vectors.shape[1]), dtype=np.float32)
+    for lo in range(0, n_samples, chunk):
+        n = min(chunk, n_samples - lo)
+        w = rng.uniform(0.6, 1.0, size=(n, 1)).astype(np.float32)
+        block = w * vectors[rng.integers(len(vectors), size=n)]
+        block += (1 - w) * vectors[rng.integers(len(vectors), size=n)]
+        block += noise * (rng.standard_normal((n, vectors.shape[1]), dtype=np.float32) @ colour)
+        X[lo : lo + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return X
+
+
+def load_line():
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def timed_queries(nn, queries, repeats):
+    best, result = np.inf, None
+    for _ in range(repeats):
+        result, seconds, _ = measure(lambda: nn.kneighbors(queries))
+        best = min(best, seconds)
+    return result, best
+
+
+def exactness(queries, base, result):
+    """Largest gap between a returned distance and the exact one of the row returned."""
+    distances, indices = result
+    worst = 0.0
+    for lo in range(0, len(queries), 100):
+        rows = base[indices[lo : lo + 100]].astype(np.float64)
+        exact = 1.0 - np.einsum("qd,qkd->qk", queries[lo : lo + 100].astype(np.float64), rows)
+        worst = max(worst, float(np.abs(distances[lo : lo + 100] - exact).max()))
+    return worst
+
+
+def bench_storage(args):
+    k, storage = args.k, args.storage
+    vectors, seconds, _ = measure(lambda: real_vectors(args.n_real, args.seed))
+    print(f"{len(vectors):,} real vectors ({vectors.shape[1]} dims) in {seconds:.0f} s")
+    X, seconds, _ = measure(
+        lambda: real_spectrum_rows(vectors, args.n_samples + args.n_queries, seed=args.seed)
+    )
+    base, queries = X[args.n_queries :], np.ascontiguousarray(X[: args.n_queries])
+    print(f"{len(base):,} x {base.shape[1]} rows generated in {seconds:.0f} s; {load_line()}")
+    table = []
+
+    def run(label, n_rows, efs=(None,), **params):
+        rows = base[:n_rows]
+        nn, fit, _ = measure(lambda: CosineNearestNeighbors(n_neighbors=k, **params).fit(rows))
+        for ef in efs:
+            nn.set_params(hnsw_ef_search=ef)
+            result, seconds = timed_queries(nn, queries, args.repeats)
+            table.append(
+                {
+                    "label": label if ef is None else f"{label}, ef_search {ef}",
+                    "rows": n_rows,
+                    "fit": fit,
+                    "qps": len(queries) / seconds,
+                    "nbytes": nn.index_nbytes_,
+                    "result": result,
+                    "gap": exactness(queries, rows, result),
+                    "load": os.getloadavg()[0],
+                }
+            )
+            print(
+                f"  {table[-1]['label']} at {n_rows:,}: fit {fit:.1f} s, "
+                f"{len(queries) / seconds:,.0f} q/s; {load_line()}"
+            )
+        return nn
+
+    n_big = len(base)
+    run("brute float32", n_big)
+    run(f"brute {storage}", n_big, storage=storage)
+    n_small = min(args.hnsw_samples, n_big)
+    exact_small = run("brute float32", n_small)
+    efs = (None, *args.ef_search)
+    for st in ("float32", storage):
+        run(f"hnsw {st}", n_small, efs, algorithm="hnsw", storage=st)
+    truths = {row["rows"]: row["result"][1] for row in table if row["label"] == "brute float32"}
+    del exact_small
+    builds = [row for row in table if row["label"] == f"hnsw {storage}"]
+    scale = n_big * np.log(n_big) / (n_small * np.log(n_small))
+    estimate = builds[0]["fit"] * scale
+    print(
+        f"\nhnsw {storage} build at {n_small:,}: {builds[0]['fit']:.0f} s; "
+        f"extrapolated to {n_big:,} (n log n): {estimate / 60:.0f} min"
+    )
+    if args.hnsw_full and n_small < n_big and estimate <= args.hnsw_budget:
+        run(f"hnsw {storage}", n_big, efs, algorithm="hnsw", storage=storage)
+
+    print(f"\n{len(queries):,} queries, k={k}, best of {args.repeats}")
+    print(
+        "| method | rows | index memory | vs float32 | recall@10 | queries/s "
+        "| vs exact float32 | max distance error | fit (s) | load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in table:
+        same_size = [r for r in table if r["rows"] == row["rows"]]
+        exact = next(r for r in same_size if r["label"] == "brute float32")
+        # The same algorithm in float32 (the exact search for a graph built only here).
+        same_method = row["label"].replace(storage, "float32")
+        reference = next((r for r in same_size if r["label"] == same_method), exact)
+        print(
+            f"| {row['label']} | {row['rows']:,} | {row['nbytes'] / 2**20:,.0f} MiB "
+            f"| {reference['nbytes'] / row['nbytes']:.2f}x smaller "
+            f"| {recall(row['result'][1], truths[row['rows']]):.4f} | {row['qps']:,.0f} "
+            f"| {row['qps'] / exact['qps']:.2f}x | {row['gap']:.1e} | {row['fit']:.1f} "
+            f"| {row['load']:.1f} |"
+        )
+
+
 def print_table(rows):
     print(
         "\n| size | matmul floor (s) | skembed (s) | numpy (s) | sklearn (s) "
@@ -367,11 +521,30 @@ def main():
     parser.add_argument("--no-ann", action="store_true")
     parser.add_argument("--pruning", action="store_true", help="run the pruning experiment")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--storage", choices=["int8", "float16"], help="run the reduced-storage benchmark"
+    )
+    parser.add_argument("--n-samples", type=int, default=1_000_000, help="with --storage")
+    parser.add_argument("--n-real", type=int, default=5000, help="real sentence vectors")
+    parser.add_argument("--hnsw-samples", type=int, default=100_000, help="with --storage")
+    parser.add_argument(
+        "--ef-search", type=int, nargs="*", default=[128, 256], help="besides the default"
+    )
+    parser.add_argument(
+        "--hnsw-full", action="store_true", help="also build the graph at --n-samples"
+    )
+    parser.add_argument(
+        "--hnsw-budget", type=float, default=900, help="seconds the full build may take"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
 
     describe_machine()
     started = time.perf_counter()
+    if args.storage:
+        bench_storage(args)
+        print(f"\n{load_line()} at end; total {time.perf_counter() - started:.0f} s")
+        return
     rows = []
     for position, (n_samples, n_features) in enumerate(QUICK_SIZES if args.quick else FULL_SIZES):
         bench_size(n_samples, n_features, args, rows, with_ann=position == 0 and not args.no_ann)
