@@ -137,6 +137,12 @@ class CosineNearestNeighbors(BaseEstimator):
            [0],
            [3],
            [2]])
+
+    int8 codes, one quarter of the float32 rows, with exact distances after rescoring:
+
+    >>> small = CosineNearestNeighbors(n_neighbors=2, storage="int8").fit(X)
+    >>> small.kneighbors([[1.0, 0.05]], return_distance=False)
+    array([[0, 1]])
     """
 
     _parameter_constraints: dict = {
