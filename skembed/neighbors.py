@@ -232,7 +232,9 @@ class CosineNearestNeighbors(BaseEstimator):
             self.index_nbytes_ = self._index.nbytes
         else:
             self._index = None
-            self._stored = stored
+            # float32: the fitted rows are what is scanned (no second reference, which
+            # a pickle would write twice).
+            self._stored = None if self.storage == "float32" else stored
             self.index_nbytes_ = int(stored.nbytes)
         if self._scales is not None:
             self.index_nbytes_ += int(self._scales.nbytes)

@@ -8,6 +8,7 @@ given to ``fit`` is used without a copy.
 """
 
 import multiprocessing
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -67,7 +68,13 @@ def test_reduced_storage_finds_the_exact_neighbours_with_exact_distances(algorit
     X = _embedding_like(n_samples + 100, n_features, rng)
     fit, queries = X[:n_samples], X[n_samples:]
     exact = CosineNearestNeighbors(n_neighbors=k).fit(fit)
-    nn = CosineNearestNeighbors(n_neighbors=k, algorithm=algorithm, storage=storage).fit(fit)
+    # The graph's own recall at the default ef_search is about 0.96 to 0.99 on such
+    # data (whatever the storage, docs/neighbors.rst); 128 lifts it above 0.99, so the
+    # test asserts what the storage and the rescoring add, not the graph's limit.
+    ef = 128 if algorithm == "hnsw" else None
+    nn = CosineNearestNeighbors(
+        n_neighbors=k, algorithm=algorithm, storage=storage, hnsw_ef_search=ef
+    ).fit(fit)
     for Q, truth in ((queries, exact.kneighbors(queries)), (None, exact.kneighbors())):
         distances, indices = nn.kneighbors(Q)
         assert distances.dtype == np.float32 and indices.dtype == np.int64
@@ -186,3 +193,11 @@ def test_invalid_storage_is_rejected():
         CosineNearestNeighbors(storage="int4").fit(np.eye(3))
     with pytest.raises(ValueError, match="rescore_factor"):
         CosineNearestNeighbors(rescore_factor=0).fit(np.eye(3))
+
+
+@pytest.mark.parametrize(("algorithm", "storage"), [*CASES, ("brute", "float32")])
+def test_pickle_holds_the_rows_once_and_the_index(algorithm, storage):
+    X = _embedding_like(3000, 64, np.random.default_rng(4))
+    nn = CosineNearestNeighbors(algorithm=algorithm, storage=storage).fit(X)
+    extra = 0 if (algorithm, storage) == ("brute", "float32") else nn.index_nbytes_
+    assert len(pickle.dumps(nn)) == pytest.approx(X.nbytes + extra, rel=0.02)
