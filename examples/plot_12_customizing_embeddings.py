@@ -110,9 +110,7 @@ for seed in range(SEEDS):
     results["fit_pairs"].append(pair_accuracy(from_pairs.transform(X), train_pairs, test_pairs))
     results["fit (topics)"].append(pair_accuracy(from_topics.transform(X), train_pairs, test_pairs))
 
-print(
-    f"held-out pair accuracy, {SEEDS} splits, {N_PAIRS} test pairs each (chance: 0.50):"
-)
+print(f"held-out pair accuracy, {SEEDS} splits, {N_PAIRS} test pairs each (chance: 0.50):")
 for name, accuracy in results.items():
     print(f"  {name:15s} {100 * np.mean(accuracy):5.1f}% ± {100 * np.std(accuracy):.1f}")
 

@@ -82,14 +82,14 @@ for mode, X in vectors.items():
 fig, ax = plt.subplots(figsize=(7, 4))
 positions = np.arange(2)
 for offset, mode in [(-0.2, "truncate"), (0.2, "chunk")]:
-    bars = ax.bar(
-        positions + offset, [accuracy[mode], found_first[mode]], 0.4, label=f'"{mode}"'
-    )
+    bars = ax.bar(positions + offset, [accuracy[mode], found_first[mode]], 0.4, label=f'"{mode}"')
     ax.bar_label(bars, fmt="%.2f")
 ax.set_xticks(
     positions,
-    [f"topic accuracy (5-fold; chance {1 / news['topic'].nunique():.2f})",
-     f"found from its last sentences\n(recall@1; random {1 / len(news):.3f})"],
+    [
+        f"topic accuracy (5-fold; chance {1 / news['topic'].nunique():.2f})",
+        f"found from its last sentences\n(recall@1; random {1 / len(news):.3f})",
+    ],
 )
 ax.set_ylim(0, 1.25)
 ax.set_title(f"{len(news)} whole BBC News articles, {too_long.sum()} longer than one window")
