@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Document (and run the gallery against) the working tree, even when it is not installed.
 sys.path.insert(0, str(ROOT))
 
+from sphinx.util import logging  # noqa: E402
+
 import skembed  # noqa: E402
 
 # Plots are written to files during the build; never open a window.
@@ -61,9 +63,8 @@ sphinx_gallery_conf = {
     # Executed during the build: examples/plot_*.py. The other scripts (such as the
     # several-minute main job, train_text_and_tabular.py) are shown, not run.
     "filename_pattern": r"[\\/]plot_",
-    # The gallery holds the plot_*.py examples and the main job; examples/_*.py are
-    # helpers, and the other scripts are standalone command-line programs (argparse),
-    # not written in the gallery format.
+    # The gallery holds the plot_*.py examples and the main job; any other script is
+    # left out.
     "ignore_pattern": r"^(?!plot_|train_text_and_tabular\.py$)",
     "abort_on_example_error": True,
     # "Examples using X" lists at the end of each API page.
@@ -102,8 +103,40 @@ def _skip_foreign_member(app, what, name, obj, skip, options):
     return skip
 
 
+# -- every executed example draws its results ------------------------------------------
+
+# Examples that show something other than a measurement, and so may draw nothing.
+FIGURE_FREE_EXAMPLES = {"plot_17_command_line.py"}
+
+
+def gallery_figure_counts(examples_dir, gallery_dir):
+    """The number of figures sphinx-gallery saved for each ``plot_*.py`` example.
+
+    sphinx-gallery writes the n-th figure of ``plot_x.py`` to
+    ``<gallery>/images/sphx_glr_plot_x_00n.png`` (thumbnails live in ``images/thumb``).
+    """
+    images = Path(gallery_dir) / "images"
+    return {
+        example.name: len(list(images.glob(f"sphx_glr_{example.stem}_[0-9][0-9][0-9].png")))
+        for example in sorted(Path(examples_dir).glob("plot_*.py"))
+    }
+
+
+def _check_gallery_figures(app, exception):
+    """Warn (an error under ``-W``) about an executed example that drew no figure."""
+    if exception is not None or str(app.config.plot_gallery) in {"0", "False"}:
+        return
+    counts = gallery_figure_counts(ROOT / "examples", Path(app.srcdir) / "auto_examples")
+    logger = logging.getLogger(__name__)
+    logger.info("gallery figures: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+    for name, count in counts.items():
+        if count == 0 and name not in FIGURE_FREE_EXAMPLES:
+            logger.warning(f"examples/{name} drew no figure: show its results as a plot")
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_foreign_member)
+    app.connect("build-finished", _check_gallery_figures)
 
 
 # -- HTML -----------------------------------------------------------------------------------

@@ -16,23 +16,32 @@ just a description, is placed among the users at once.
 """
 
 # %%
+# Choose the embedding model
+# --------------------------
+# Offline on the bundled local model; ``SKEMBED_EXAMPLE_BACKEND=openai`` (with
+# ``OPENAI_API_KEY``) switches to OpenAI's embeddings.
+import os
+
+from skembed import LocalEmbeddingTransformer, OpenAIEmbeddingTransformer
+
+BACKEND = os.environ.get("SKEMBED_EXAMPLE_BACKEND", "local")
+if BACKEND == "openai":
+    embedder = OpenAIEmbeddingTransformer(model="text-embedding-3-small")
+else:
+    embedder = LocalEmbeddingTransformer()
+
+# %%
 # Product vectors
 # ---------------
+import matplotlib.pyplot as plt
 import numpy as np
-from _backend import describe, make_embedder, make_parser, parse_args
 
 from skembed.datasets import load_clothing_reviews
 
-parser = make_parser(__doc__)
-parser.add_argument("--n-samples", type=int, default=1000, help="reviews to use")
-parser.add_argument("--n-users", type=int, default=300, help="simulated users")
-parser.add_argument("--history", type=int, default=5, help="products each user liked")
-args = parse_args(parser)
-
-reviews = load_clothing_reviews(n_samples=args.n_samples, random_state=0)
+N_USERS, HISTORY = 300, 5  # simulated users, products each one liked
+reviews = load_clothing_reviews(n_samples=1000, random_state=0)
 reviews = reviews.dropna(subset=["review_text", "class_name"]).reset_index(drop=True)
 texts = (reviews["title"].fillna("") + ". " + reviews["review_text"]).str.strip(" .")
-embedder = make_embedder(args)
 R = embedder.fit_transform(texts)
 
 products = reviews.groupby("clothing_id")
@@ -40,18 +49,18 @@ P = np.vstack([R[rows].mean(axis=0) for rows in products.indices.values()])
 P /= np.linalg.norm(P, axis=1, keepdims=True)
 product_class = products["class_name"].agg(lambda c: c.mode()[0]).to_numpy()
 product_department = products["department_name"].agg(lambda c: c.mode()[0]).to_numpy()
-print(f"{len(reviews)} reviews embedded with {describe(embedder)} -> {len(P)} product vectors")
+print(f"{len(reviews)} reviews embedded -> {len(P)} product vectors")
 
 # %%
 # Simulated users and their recommendations
 # -----------------------------------------
 rng = np.random.RandomState(0)
 classes, counts = np.unique(product_class, return_counts=True)
-liked_classes = classes[counts >= 2 * args.history]  # enough products to like and find
+liked_classes = classes[counts >= 2 * HISTORY]  # enough products to like and find
 hits, expected, department_hits, department_expected = [], [], [], []
-for _ in range(args.n_users):
+for _ in range(N_USERS):
     liked = rng.choice(liked_classes)
-    history = rng.choice(np.flatnonzero(product_class == liked), args.history, replace=False)
+    history = rng.choice(np.flatnonzero(product_class == liked), HISTORY, replace=False)
     user = P[history].mean(axis=0)
     user /= np.linalg.norm(user)
     unseen = np.setdiff1d(np.arange(len(P)), history)
@@ -64,9 +73,7 @@ for _ in range(args.n_users):
     department_hits.append(np.mean(product_department[top] == department))
     department_expected.append(np.mean(product_department[unseen] == department))
 
-print(
-    f"{args.n_users} users over {len(liked_classes)} classes, {args.history} liked products each:"
-)
+print(f"{N_USERS} users over {len(liked_classes)} classes, {HISTORY} liked products each:")
 print(
     f"  hit rate of the top 10 new products: {np.mean(hits):.2f} "
     f"(random recommendations: {np.mean(expected):.2f})"
@@ -77,8 +84,28 @@ print(
 )
 
 # %%
+# Hit rates against random recommendations
+# ----------------------------------------
+fig, ax = plt.subplots(figsize=(6, 4))
+positions = np.arange(2)
+ax.bar(positions - 0.2, [np.mean(hits), np.mean(department_hits)], 0.4, label="embeddings")
+ax.bar(
+    positions + 0.2,
+    [np.mean(expected), np.mean(department_expected)],
+    0.4,
+    label="random recommendations",
+)
+ax.set_xticks(positions, ["her class", "her department"])
+ax.set_ylim(0, 1)
+ax.set_ylabel("share of the top 10 new products")
+ax.set_title(f"{N_USERS} simulated users, {HISTORY} liked products each")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %%
 # One user
 # --------
-print(f"\na user who liked {args.history} products of class {liked!r}; her top 5:")
+print(f"\na user who liked {HISTORY} products of class {liked!r}; her top 5:")
 for product in top[:5]:
     print(f"  similarity {P[product] @ user:.2f}  {product_class[product]}")

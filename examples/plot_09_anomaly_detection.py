@@ -18,26 +18,34 @@ random, 1 = every anomaly below every normal text):
 """
 
 # %%
+# Choose the embedding model
+# --------------------------
+# Offline on the bundled local model; ``SKEMBED_EXAMPLE_BACKEND=openai`` (with
+# ``OPENAI_API_KEY``) switches to OpenAI's embeddings.
+import os
+
+from skembed import LocalEmbeddingTransformer, OpenAIEmbeddingTransformer
+
+BACKEND = os.environ.get("SKEMBED_EXAMPLE_BACKEND", "local")
+if BACKEND == "openai":
+    embedder = OpenAIEmbeddingTransformer(model="text-embedding-3-small")
+else:
+    embedder = LocalEmbeddingTransformer()
+
+# %%
 # Embed the articles
 # ------------------
+import matplotlib.pyplot as plt
 import numpy as np
-from _backend import describe, make_embedder, make_parser, parse_args
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import RocCurveDisplay, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from skembed.datasets import load_bbc_news
 from skembed.neighbors import CosineNearestNeighbors
 
-parser = make_parser(__doc__)
-parser.add_argument("--n-samples", type=int, default=500, help="news articles to use")
-parser.add_argument("--n-neighbors", type=int, default=5)
-args = parse_args(parser)
-
-news = load_bbc_news(n_samples=args.n_samples, random_state=0)
-embedder = make_embedder(args)
+news = load_bbc_news(n_samples=500, random_state=0)
 X = embedder.fit_transform(news["headline"] + ". " + news["text"].str.split("\n").str[0])
 topics = news["topic"].to_numpy()
-print(f"{len(news)} articles embedded with {describe(embedder)}")
 
 # %%
 # Off-topic texts among news
@@ -65,16 +73,12 @@ OFF_TOPIC = [
     "Blanch the green beans, then plunge them into iced water.",
 ]
 fit_rows, held_out = train_test_split(np.arange(len(news)), test_size=0.2, random_state=0)
-detector = CosineNearestNeighbors(n_neighbors=args.n_neighbors).fit(X[fit_rows])
+detector = CosineNearestNeighbors(n_neighbors=5).fit(X[fit_rows])
 scores = detector.score_samples(np.vstack([X[held_out], embedder.transform(OFF_TOPIC)]))
 is_normal = np.r_[np.ones(len(held_out)), np.zeros(len(OFF_TOPIC))]
 print(
-    f"\n{len(OFF_TOPIC)} off-topic texts among {len(held_out)} held-out articles: "
+    f"{len(OFF_TOPIC)} off-topic texts among {len(held_out)} held-out articles: "
     f"ROC-AUC {roc_auc_score(is_normal, scores):.3f} (random: 0.5)"
-)
-print(
-    f"  mean score: articles {scores[is_normal == 1].mean():.3f}, "
-    f"off-topic {scores[is_normal == 0].mean():.3f}"
 )
 print("  least normal held-out articles:")
 for row in held_out[np.argsort(scores[: len(held_out)])[:3]]:
@@ -84,11 +88,35 @@ for row in held_out[np.argsort(scores[: len(held_out)])[:3]]:
 # A topic never seen during fit
 # -----------------------------
 # Harder: the novel articles are news too, only on another subject.
+by_topic = {}
 for unseen in np.unique(topics):
     seen = np.flatnonzero(topics != unseen)
-    fit_rows, held_out = train_test_split(seen, test_size=0.2, random_state=0)
+    fit_seen, held_seen = train_test_split(seen, test_size=0.2, random_state=0)
     novel = np.flatnonzero(topics == unseen)
-    detector = CosineNearestNeighbors(n_neighbors=args.n_neighbors).fit(X[fit_rows])
-    scores = detector.score_samples(X[np.r_[held_out, novel]])
-    auc = roc_auc_score(np.r_[np.ones(len(held_out)), np.zeros(len(novel))], scores)
-    print(f"unseen topic {unseen:14s} ROC-AUC {auc:.3f} (random: 0.5)")
+    novelty = CosineNearestNeighbors(n_neighbors=5).fit(X[fit_seen])
+    topic_scores = novelty.score_samples(X[np.r_[held_seen, novel]])
+    normal = np.r_[np.ones(len(held_seen)), np.zeros(len(novel))]
+    print(f"unseen topic {unseen:14s} ROC-AUC {roc_auc_score(normal, topic_scores):.3f}")
+    by_topic[unseen] = normal, topic_scores
+
+# %%
+# Scores and ROC curves
+# ---------------------
+# Left, the normality scores of the held-out articles and of the off-topic texts;
+# right, each left-out topic detected among the held-out articles of the others.
+fig, (histogram, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+bins = np.linspace(scores.min(), scores.max(), 30)
+histogram.hist(scores[is_normal == 1], bins=bins, alpha=0.7, label="held-out news")
+histogram.hist(scores[is_normal == 0], bins=bins, alpha=0.7, label="off-topic texts")
+histogram.set_xlabel("score_samples (higher is more normal)")
+histogram.set_ylabel("texts")
+histogram.set_title("Off-topic texts among news")
+histogram.legend()
+for unseen, (normal, topic_scores) in by_topic.items():
+    # The anomaly is the positive class: rank by minus the normality score.
+    RocCurveDisplay.from_predictions(1 - normal, -topic_scores, ax=curves, name=unseen)
+curves.plot([0, 1], [0, 1], ":", color="grey")
+curves.set_title("A topic left out of fit, found as an anomaly")
+curves.legend(title="left-out topic", loc="lower right")
+fig.tight_layout()
+plt.show()
