@@ -107,6 +107,18 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         :ref:`shared_rate_limiter`); add ``?name=...`` to keep the workers of
         different API keys apart. The server's password goes in
         ``$SKEMBED_REDIS_PASSWORD``, never in the URL.
+    model_revision : str, default=None
+        Your name for the weights served under ``model`` (``"2024-06"``, an Ollama
+        digest, a vLLM image tag), made part of the cache identity: change it when the
+        server's model changes, and vectors of the old weights are never served
+        again. See :ref:`model_revisions`.
+    fingerprint : bool, default=False
+        Recognise the weights instead: each process embeds one fixed probe text (one
+        request of about 20 tokens, outside ``max_tokens``/``max_cost``) once per
+        vector space, and the cache identity names the weights that vector belongs
+        to, matched by cosine against the probe vectors the cache has met. For
+        servers whose model can change behind its name without you knowing. Needs
+        the server at every ``transform`` (and :meth:`estimate_cost`).
     on_invalid_text : {"error", "zero"}, default="error"
         Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
         an all-zero row.
@@ -127,9 +139,9 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
 
     Notes
     -----
-    Vectors are keyed in the cache by the endpoint (without credentials), the model,
-    the dimensions and the exact text, so changing any of them never returns a vector
-    computed under another.
+    Vectors are keyed in the cache by the endpoint (without credentials), the model
+    (and ``model_revision`` or the ``fingerprint``), the dimensions and the exact
+    text, so changing any of them never returns a vector computed under another.
 
     Examples
     --------
@@ -164,6 +176,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "batch_api": ["boolean"],
         "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
         "rate_limiter": [str, None],
+        "model_revision": [str, None],
+        "fingerprint": ["boolean"],
     }
     _backend_params = (
         "model",
@@ -181,6 +195,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "encoding_format",
         "usd_per_million_tokens",
         "rate_limiter",
+        "model_revision",
+        "fingerprint",
     )
 
     def __init__(
@@ -205,6 +221,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         batch_api=False,
         batch_poll_interval=30.0,
         rate_limiter=None,
+        model_revision=None,
+        fingerprint=False,
         on_invalid_text="error",
         cache="default",
         verbose=False,
@@ -228,6 +246,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.batch_api = batch_api
         self.batch_poll_interval = batch_poll_interval
         self.rate_limiter = rate_limiter
+        self.model_revision = model_revision
+        self.fingerprint = fingerprint
         self.on_invalid_text = on_invalid_text
         self.cache = cache
         self.verbose = verbose
@@ -238,6 +258,11 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
                 **self._backend_kwargs(), poll_interval=self.batch_poll_interval
             )
         return OpenAIBackend(**self._backend_kwargs())
+
+    def _backend_for(self, cache):
+        backend = self._backend()
+        backend.resolve_fingerprint(cache)
+        return backend
 
     def _spending_limits(self):
         return {"max_tokens": self.max_tokens, "max_cost": self.max_cost}

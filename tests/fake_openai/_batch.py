@@ -43,7 +43,7 @@ from ._batch_lines import (
     output_line,
     parse_input,
 )
-from ._config import model_table
+from ._config import model_table, served_model_key
 from ._hostile import shape_rows
 from ._render import render
 from ._state import Reply
@@ -435,7 +435,11 @@ class BatchStore:
             return error.status, output_line(line["custom_id"], error.status, body), None
         datas = [input_bytes(item) for item in request.items]
         vectors = embed_rows(
-            request.model, datas, spec.native_dim, request.dimensions, online["vector_mode"]
+            served_model_key(online, request.model),
+            datas,
+            spec.native_dim,
+            request.dimensions,
+            online["vector_mode"],
         )
         # The row knobs (magnitudes, zero and non-finite rows) apply here too.
         body = render(request, shape_rows(vectors, datas, online))
