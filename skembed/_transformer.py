@@ -99,6 +99,12 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         offline jobs; not with Azure. See :ref:`batch_api`.
     batch_poll_interval : float, default=30.0
         With ``batch_api=True``, seconds between two looks at the batches in flight.
+    batch_max_enqueued_tokens : int, default=None
+        With ``batch_api=True``, most tokens of this model in batches not yet ended,
+        the limit of your organisation's tier (3,000,000 for text-embedding-3-large at
+        the lowest): a larger job is submitted in waves, each after the previous one
+        has ended. ``None`` learns it from the first batch that fails with
+        ``token_limit_exceeded`` (then resubmitted, not counted as a failure).
     rate_limiter : str, default=None
         Where the pacing under the account's rate limits is kept. ``None``: in each
         ``transform`` call (enough for one process). ``"redis://host:port/db"``: in a
@@ -175,6 +181,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "usd_per_million_tokens": [Interval(Real, 0, None, closed="left"), None],
         "batch_api": ["boolean"],
         "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
+        "batch_max_enqueued_tokens": [Interval(Integral, 1, None, closed="left"), None],
         "rate_limiter": [str, None],
         "model_revision": [str, None],
         "fingerprint": ["boolean"],
@@ -220,6 +227,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         usd_per_million_tokens=None,
         batch_api=False,
         batch_poll_interval=30.0,
+        batch_max_enqueued_tokens=None,
         rate_limiter=None,
         model_revision=None,
         fingerprint=False,
@@ -245,6 +253,7 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.usd_per_million_tokens = usd_per_million_tokens
         self.batch_api = batch_api
         self.batch_poll_interval = batch_poll_interval
+        self.batch_max_enqueued_tokens = batch_max_enqueued_tokens
         self.rate_limiter = rate_limiter
         self.model_revision = model_revision
         self.fingerprint = fingerprint
@@ -255,7 +264,9 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
     def _make_backend(self):
         if self.batch_api:
             return OpenAIBatchBackend(
-                **self._backend_kwargs(), poll_interval=self.batch_poll_interval
+                **self._backend_kwargs(),
+                poll_interval=self.batch_poll_interval,
+                max_enqueued_tokens=self.batch_max_enqueued_tokens,
             )
         return OpenAIBackend(**self._backend_kwargs())
 

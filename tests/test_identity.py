@@ -214,6 +214,7 @@ OPENAI_FLIPS = [
     ("usd_per_million_tokens", 1.0, "the price reports use"),
     ("batch_api", True, "the same request body, run by the Batch API on the same model"),
     ("batch_poll_interval", 0.05, "how often the Batch API is asked"),
+    ("batch_max_enqueued_tokens", 10**6, "how many batches are in flight at once"),
     ("rate_limiter", "redis://127.0.0.1:1/0", "pacing"),
     ("model_revision", "2024-06", None),  # the user's name for the weights
     ("fingerprint", True, None),  # the weights, recognised by a probe vector
