@@ -126,10 +126,11 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         """
         self._validate_params()
         texts, valid = check_texts(X, invalid=self.on_invalid_text)
-        backend = self._backend()
         limits = self._spending_limits()
         if valid.all():
-            vectors, _ = embed_texts(texts, backend, resolve_cache(self.cache), **limits)
+            cache = resolve_cache(self.cache)
+            backend = self._backend_for(cache)
+            vectors, _ = embed_texts(texts, backend, cache, **limits)
             return self._postprocess(vectors, backend)
         if not valid.any():
             dim = self._output_dim()
@@ -137,13 +138,18 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
                 raise ValueError("Every text is blank, and the vector length is not known yet.")
             return np.zeros((len(texts), dim), dtype=np.float32)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
-        vectors, _ = embed_texts(
-            kept, backend, resolve_cache(self.cache), rows=np.flatnonzero(valid), **limits
-        )
+        cache = resolve_cache(self.cache)
+        backend = self._backend_for(cache)
+        vectors, _ = embed_texts(kept, backend, cache, rows=np.flatnonzero(valid), **limits)
         vectors = self._postprocess(vectors, backend)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         out[valid] = vectors
         return out
+
+    def _backend_for(self, cache):
+        """The backend, ready to read and fill ``cache`` (a hook: the identity of a
+        fingerprinted model's vectors is known only once the model is probed)."""
+        return self._backend()
 
     def _spending_limits(self):
         """Keyword arguments limiting what one ``transform`` may spend (a hook)."""
@@ -154,10 +160,11 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self._validate_params()
         texts, valid = check_texts(X, invalid=self.on_invalid_text)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
+        cache = resolve_cache(self.cache)
         return estimate_cost(
             kept,
-            self._backend(),
-            resolve_cache(self.cache),
+            self._backend_for(cache),
+            cache,
             n_texts=len(texts),
             rows=None if valid.all() else np.flatnonzero(valid),
         )

@@ -99,6 +99,12 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         offline jobs; not with Azure. See :ref:`batch_api`.
     batch_poll_interval : float, default=30.0
         With ``batch_api=True``, seconds between two looks at the batches in flight.
+    batch_max_enqueued_tokens : int, default=None
+        With ``batch_api=True``, most tokens of this model in batches not yet ended,
+        the limit of your organisation's tier (3,000,000 for text-embedding-3-large at
+        the lowest): a larger job is submitted in waves, each after the previous one
+        has ended. ``None`` learns it from the first batch that fails with
+        ``token_limit_exceeded`` (then resubmitted, not counted as a failure).
     rate_limiter : str, default=None
         Where the pacing under the account's rate limits is kept. ``None``: in each
         ``transform`` call (enough for one process). ``"redis://host:port/db"``: in a
@@ -107,6 +113,18 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         :ref:`shared_rate_limiter`); add ``?name=...`` to keep the workers of
         different API keys apart. The server's password goes in
         ``$SKEMBED_REDIS_PASSWORD``, never in the URL.
+    model_revision : str, default=None
+        Your name for the weights served under ``model`` (``"2024-06"``, an Ollama
+        digest, a vLLM image tag), made part of the cache identity: change it when the
+        server's model changes, and vectors of the old weights are never served
+        again. See :ref:`model_revisions`.
+    fingerprint : bool, default=False
+        Recognise the weights instead: each process embeds one fixed probe text (one
+        request of about 20 tokens, outside ``max_tokens``/``max_cost``) once per
+        vector space, and the cache identity names the weights that vector belongs
+        to, matched by cosine against the probe vectors the cache has met. For
+        servers whose model can change behind its name without you knowing. Needs
+        the server at every ``transform`` (and :meth:`estimate_cost`).
     on_invalid_text : {"error", "zero"}, default="error"
         Missing (``None``/``NaN``) or blank texts: raise naming the rows, or give them
         an all-zero row.
@@ -127,9 +145,9 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
 
     Notes
     -----
-    Vectors are keyed in the cache by the endpoint (without credentials), the model,
-    the dimensions and the exact text, so changing any of them never returns a vector
-    computed under another.
+    Vectors are keyed in the cache by the endpoint (without credentials), the model
+    (and ``model_revision`` or the ``fingerprint``), the dimensions and the exact
+    text, so changing any of them never returns a vector computed under another.
 
     Examples
     --------
@@ -163,7 +181,10 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "usd_per_million_tokens": [Interval(Real, 0, None, closed="left"), None],
         "batch_api": ["boolean"],
         "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
+        "batch_max_enqueued_tokens": [Interval(Integral, 1, None, closed="left"), None],
         "rate_limiter": [str, None],
+        "model_revision": [str, None],
+        "fingerprint": ["boolean"],
     }
     _backend_params = (
         "model",
@@ -181,6 +202,8 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         "encoding_format",
         "usd_per_million_tokens",
         "rate_limiter",
+        "model_revision",
+        "fingerprint",
     )
 
     def __init__(
@@ -204,7 +227,10 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         usd_per_million_tokens=None,
         batch_api=False,
         batch_poll_interval=30.0,
+        batch_max_enqueued_tokens=None,
         rate_limiter=None,
+        model_revision=None,
+        fingerprint=False,
         on_invalid_text="error",
         cache="default",
         verbose=False,
@@ -227,7 +253,10 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
         self.usd_per_million_tokens = usd_per_million_tokens
         self.batch_api = batch_api
         self.batch_poll_interval = batch_poll_interval
+        self.batch_max_enqueued_tokens = batch_max_enqueued_tokens
         self.rate_limiter = rate_limiter
+        self.model_revision = model_revision
+        self.fingerprint = fingerprint
         self.on_invalid_text = on_invalid_text
         self.cache = cache
         self.verbose = verbose
@@ -235,9 +264,16 @@ class OpenAIEmbeddingTransformer(BaseEmbeddingTransformer):
     def _make_backend(self):
         if self.batch_api:
             return OpenAIBatchBackend(
-                **self._backend_kwargs(), poll_interval=self.batch_poll_interval
+                **self._backend_kwargs(),
+                poll_interval=self.batch_poll_interval,
+                max_enqueued_tokens=self.batch_max_enqueued_tokens,
             )
         return OpenAIBackend(**self._backend_kwargs())
+
+    def _backend_for(self, cache):
+        backend = self._backend()
+        backend.resolve_fingerprint(cache)
+        return backend
 
     def _spending_limits(self):
         return {"max_tokens": self.max_tokens, "max_cost": self.max_cost}

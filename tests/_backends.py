@@ -25,5 +25,9 @@ def openai_batch_backend(**params):
     """An :class:`OpenAIBatchBackend` as ``OpenAIEmbeddingTransformer(batch_api=True)``
     builds it, with ``params``."""
     estimator = OpenAIEmbeddingTransformer(batch_api=True)
-    defaults = {**estimator._backend_kwargs(), "poll_interval": estimator.batch_poll_interval}
+    defaults = {
+        **estimator._backend_kwargs(),
+        "poll_interval": estimator.batch_poll_interval,
+        "max_enqueued_tokens": estimator.batch_max_enqueued_tokens,
+    }
     return OpenAIBatchBackend(**{**defaults, **params})

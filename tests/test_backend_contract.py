@@ -76,12 +76,14 @@ def test_backends_take_the_estimators_parameters_with_no_defaults(backend_class,
 
 def test_the_batch_backend_adds_only_its_own_settings():
     parameters = inspect.signature(OpenAIBatchBackend).parameters
-    assert parameters["poll_interval"].default is inspect.Parameter.empty
+    for estimator_given in ("poll_interval", "max_enqueued_tokens"):
+        assert parameters[estimator_given].default is inspect.Parameter.empty
     # The other settings of the Batch API have no estimator parameter: their defaults
     # are written here only.
     own = {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
     assert own == {
         "poll_interval",
+        "max_enqueued_tokens",
         "max_resubmits",
         "state_dir",
         "max_requests_per_batch",

@@ -30,6 +30,7 @@ from .._math import normalize_rows_checked
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
 from ._base import EmbeddingAPIError, InputTooLongError, RequestMeter
+from ._fingerprint import PROBE_TEXT, resolve_revision
 from ._http import (
     BodyRefused,
     header_value_problem,
@@ -269,6 +270,8 @@ class OpenAIBackend:
         usd_per_million_tokens,
         rate_limiter,
         progress,
+        model_revision,
+        fingerprint,
     ):
         refuse_url_credentials(base_url, "base_url")
         self.info = resolve_model(model, dimensions=dimensions)
@@ -333,9 +336,46 @@ class OpenAIBackend:
         # differs on long texts and gets its own.
         if long_input == "chunk":
             parts.append("long_input=chunk")
-        self.cache_namespace = "|".join(parts)
+        if model_revision is not None:
+            # The user's name for the weights behind the model name: other weights,
+            # another vector space.
+            parts.append(f"revision={model_revision}")
+        self.model_revision = model_revision
+        self.fingerprint = bool(fingerprint)
+        self._base_namespace = "|".join(parts)
+        self._fingerprint_id = None
         # Each process its own client and connections (see skembed._fork).
         self._client = PerProcess()
+
+    @property
+    def cache_namespace(self):
+        """The vector space's identity; with ``fingerprint``, once the weights are known."""
+        if not self.fingerprint:
+            return self._base_namespace
+        if self._fingerprint_id is None:
+            raise RuntimeError(
+                "fingerprint=True: the cache namespace is not known before the model's "
+                "probe vector is (resolve_fingerprint(store) must run first)."
+            )
+        return f"{self._base_namespace}|fingerprint={self._fingerprint_id}"
+
+    def resolve_fingerprint(self, store):
+        """Embed the probe text (once per process and vector space) and name its weights.
+
+        Parameters
+        ----------
+        store : CacheStore or None
+            The cache whose vectors the namespace leads to; it keeps the probe
+            vectors met so far (see :mod:`skembed.backends._fingerprint`).
+        """
+        if not self.fingerprint:
+            return
+        # A plain request even for the Batch API: one short text, answered at once.
+        self._fingerprint_id = resolve_revision(
+            self._base_namespace,
+            lambda: OpenAIBackend.embed(self, [PROBE_TEXT])[0],
+            store,
+        )
 
     # -- the SDK client ---------------------------------------------------------------
 

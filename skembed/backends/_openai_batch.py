@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import Counter
 
@@ -61,6 +62,13 @@ MAX_INPUTS_PER_BATCH = 50_000
 #: Under 200 MB however "MB" is read (10**6 or 2**20 bytes).
 MAX_FILE_BYTES = 190_000_000
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+#: The failure code of a batch that would cross the model's limit of enqueued tokens.
+_QUEUE_FULL = "token_limit_exceeded"
+_LIMIT_IN_MESSAGE = re.compile(r"Limit:\s*([\d,]+)")
+# (endpoint, organization, model) -> the enqueued-token limit learnt from a failure, for
+# every later job of the process.
+_learnt_limits = {}
+_learnt_limits_lock = threading.Lock()
 _DIGEST_BYTES = 16
 #: The custom_id at the start of an output line, found even when the rest is cut off.
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([^"\\]*)"')
@@ -84,6 +92,11 @@ class OpenAIBatchBackend(OpenAIBackend):
         Directory of the resume ledgers. ``None``: in the cache of the job (a file
         under its directory, ``batch_jobs/``, or a key under its Redis prefix), and
         ``<default cache dir>/batch_jobs`` for a job without a cache.
+    max_enqueued_tokens : int or None
+        Most tokens of this model in batches not yet ended (the estimator's
+        ``batch_max_enqueued_tokens``): larger jobs are submitted in waves, each after
+        the previous one has ended. ``None``: learnt from the first batch that fails
+        with ``token_limit_exceeded``.
     max_requests_per_batch, max_inputs_per_batch, max_file_bytes : int
         Per-batch limits (the API's by default; lower them to test the splitting).
     **online
@@ -97,6 +110,7 @@ class OpenAIBatchBackend(OpenAIBackend):
         self,
         *,
         poll_interval,
+        max_enqueued_tokens,
         max_resubmits=2,
         state_dir=None,
         max_requests_per_batch=MAX_REQUESTS_PER_BATCH,
@@ -111,6 +125,8 @@ class OpenAIBatchBackend(OpenAIBackend):
                 "its batch deployments and file routes differ. Use batch_api=False."
             )
         self.poll_interval = poll_interval
+        self.max_enqueued_tokens = max_enqueued_tokens
+        self._queue = (self._endpoint, self.organization or "", self.model_name)
         self.max_resubmits = max_resubmits
         self.state_dir = state_dir
         self.max_requests_per_batch = max_requests_per_batch
@@ -154,6 +170,19 @@ class OpenAIBatchBackend(OpenAIBackend):
         if job.given_up:
             raise job.error()
         return job.assembler.result()
+
+    def enqueued_token_limit(self):
+        """Most tokens this model may have in unfinished batches, or ``None`` if unknown."""
+        with _learnt_limits_lock:
+            learnt = _learnt_limits.get(self._queue)
+        known = [v for v in (self.max_enqueued_tokens, learnt) if v is not None]
+        return min(known) if known else None
+
+    def learn_enqueued_token_limit(self, limit):
+        """Keep ``limit`` (learnt from a failure) for every later batch of the process."""
+        with _learnt_limits_lock:
+            _learnt_limits[self._queue] = min(limit, _learnt_limits.get(self._queue, limit))
+        logger.info("enqueued-token limit of %s: %d tokens", self.model_name, limit)
 
     # -- control-plane calls, retried like embeddings requests ---------------------------
 
@@ -255,9 +284,15 @@ class _BatchJob:
         while True:
             covered = {d for entry in in_flight for line in entry["lines"].values() for d in line}
             todo = [d for d in self.pending if d not in covered and d not in self.given_up]
-            in_flight += self._submit(todo)
+            # A wave: what fits under the model's enqueued-token limit, beside the batches
+            # already in flight; the rest waits for the next round.
+            in_flight += self._submit(todo, in_flight)
+            self.queue_was_full = False
             self._wait(in_flight)
             in_flight = []
+            if self.queue_was_full:
+                # Held by batches of other jobs: "try again once some ... have completed".
+                time.sleep(self.backend.poll_interval)
             self.given_up = {
                 d for d in self.pending if self.attempts[d] > self.backend.max_resubmits
             }
@@ -289,12 +324,27 @@ class _BatchJob:
     def _body(self, line):
         return self.backend._request_body([self.text[d] for d in line])
 
-    def _submit(self, digests):
-        """Upload and create the batches for ``digests``; return their ledger entries."""
+    def _submit(self, digests, in_flight=()):
+        """Upload and create the batches for ``digests`` that fit under the enqueued-token
+        limit beside ``in_flight``; return their ledger entries."""
         if not digests:
             return []
+        limit = self.backend.enqueued_token_limit()
+        room = None if limit is None else limit - sum(map(self._entry_tokens, in_flight))
+        entries = []
+        for chunk in self._chunks(digests, limit):
+            tokens = sum(self._line_tokens(line) for _, line, _ in chunk)
+            if room is not None and tokens > room and (entries or in_flight):
+                break  # the next wave
+            entries.append(self._create(chunk))
+            room = None if room is None else room - tokens
+        return entries
+
+    def _chunks(self, digests, limit):
+        """The request lines of ``digests`` packed into batches within the per-batch
+        limits, and each within ``limit`` tokens when it is known."""
         backend = self.backend
-        entries, chunk, size, n_inputs = [], [], 0, 0
+        chunks, chunk, size, n_inputs, tokens = [], [], 0, 0, 0
         for number, line in enumerate(self._lines(digests)):
             custom_id = f"skembed-{number}"  # unique in the job, so in each of its batches
             record = {
@@ -304,18 +354,21 @@ class _BatchJob:
                 "body": self._body(line),
             }
             raw = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+            line_tokens = self._line_tokens(line)
             if chunk and (
                 len(chunk) >= backend.max_requests_per_batch
                 or n_inputs + len(line) > backend.max_inputs_per_batch
                 or size + len(raw) > backend.max_file_bytes
+                or (limit is not None and tokens + line_tokens > limit)
             ):
-                entries.append(self._create(chunk))
-                chunk, size, n_inputs = [], 0, 0
+                chunks.append(chunk)
+                chunk, size, n_inputs, tokens = [], 0, 0, 0
             chunk.append((custom_id, line, raw))
             size += len(raw)
             n_inputs += len(line)
-        entries.append(self._create(chunk))
-        return entries
+            tokens += line_tokens
+        chunks.append(chunk)
+        return chunks
 
     def _create(self, chunk):
         backend = self.backend
@@ -383,6 +436,9 @@ class _BatchJob:
         if batch is not None and batch.status == "failed":
             errors = batch.errors.data if batch.errors and batch.errors.data else []
             message = "; ".join(e.message or e.code or "" for e in errors) or "batch failed"
+            if any(e.code == _QUEUE_FULL for e in errors):
+                self._queue_full(entry, message)
+                return
             for line in lines.values():
                 self._settle(entry, line, billed=False)
                 self._fail(line, None, f"the batch {batch.id} failed validation: {message}")
@@ -514,6 +570,33 @@ class _BatchJob:
             self._fail(line, None, failure.message)
             return
         self._deliver(line, vectors)
+
+    def _queue_full(self, entry, message):
+        """A batch over the model's enqueued-token limit: learn the limit, send it again.
+
+        The limit is the one the message states, else half the batch (never below its
+        largest line). A batch that was already within what is known (the queue is held
+        by other jobs' batches), or of one line (over the limit on its own), counts as a
+        failed attempt of its lines, so a queue that never frees ends in an error naming the
+        API's message.
+        """
+        lines = list(entry["lines"].values())
+        for line in lines:
+            self._settle(entry, line, billed=False)
+        tokens = self._entry_tokens(entry)
+        stated = _LIMIT_IN_MESSAGE.search(message)
+        largest = max(map(self._line_tokens, lines))
+        limit = int(stated.group(1).replace(",", "")) if stated else max(largest, tokens // 2)
+        known = self.backend.enqueued_token_limit()
+        self.backend.learn_enqueued_token_limit(limit)
+        if len(lines) == 1 or (known is not None and tokens <= known):
+            self.queue_was_full = True
+            for line in lines:
+                self._fail(line, None, f"the batch queue is full: {message}")
+
+    def _entry_tokens(self, entry):
+        # A resumed entry may carry pieces of another job: those are not counted.
+        return sum(self.tokens.get(d, 0) for line in entry["lines"].values() for d in line)
 
     def _line_tokens(self, line):
         return sum(self.tokens[d] for d in line)

@@ -43,7 +43,7 @@ from ._batch_lines import (
     output_line,
     parse_input,
 )
-from ._config import model_table
+from ._config import model_table, served_model_key
 from ._hostile import shape_rows
 from ._render import render
 from ._state import Reply
@@ -355,8 +355,44 @@ class BatchStore:
         content = self._file(internal["view"]["input_file_id"])["content"]
         if internal["plan"].get("outcome") == "failed":
             return error_list("validation_failed", "The batch failed validation (planned).")
-        internal["lines"], errors = parse_input(content, internal["config"])
+        lines, errors = parse_input(content, internal["config"])
+        if errors is None:
+            errors = self._enqueue(internal, lines)
+        if errors is None:
+            internal["lines"] = lines
         return errors
+
+    def _enqueue(self, internal, lines):
+        """Count the batch's tokens against its model's enqueued limit; errors if over."""
+        model, tokens = "", 0
+        for line in lines:
+            try:
+                request = _request.parse(json.dumps(line["body"]).encode(), self._encoding)
+            except _errors.ApiError:
+                continue  # answered 400 on its own line, and not counted
+            model, tokens = model or request.model, tokens + request.n_tokens
+        limit = internal["config"]["max_enqueued_tokens"]
+        with self._lock:
+            enqueued = sum(
+                other.get("enqueued", 0)
+                for other in self._batches.values()
+                if other is not internal
+                and other.get("model") == model
+                and other["view"]["status"] not in _TERMINAL
+            )
+            if limit is not None and enqueued + tokens > limit:
+                self._stats.token_limit_failures += 1
+                return error_list(
+                    "token_limit_exceeded",
+                    f"Enqueued token limit reached for {model} in organization org-fake. "
+                    f"Limit: {limit:,} enqueued tokens. Please try again once some "
+                    "in_progress batches have been completed.",
+                )
+            internal["model"], internal["enqueued"] = model, tokens
+            self._stats.peak_enqueued_tokens = max(
+                self._stats.peak_enqueued_tokens, enqueued + tokens
+            )
+        return None
 
     def _process(self, internal):
         """Answer every line: ``internal["results"] = (outputs, errors, requests, n_bad)``."""
@@ -435,7 +471,11 @@ class BatchStore:
             return error.status, output_line(line["custom_id"], error.status, body), None
         datas = [input_bytes(item) for item in request.items]
         vectors = embed_rows(
-            request.model, datas, spec.native_dim, request.dimensions, online["vector_mode"]
+            served_model_key(online, request.model),
+            datas,
+            spec.native_dim,
+            request.dimensions,
+            online["vector_mode"],
         )
         # The row knobs (magnitudes, zero and non-finite rows) apply here too.
         body = render(request, shape_rows(vectors, datas, online))

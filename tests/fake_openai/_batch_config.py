@@ -28,6 +28,11 @@ BATCH_DEFAULTS = {
     # share of its lines, whichever is more. They were embedded and are charged.
     "malformed_output_lines": 0,
     "malformed_output_fraction": 0.0,
+    # Most tokens a model may have in batches not yet ended (validating, in progress,
+    # finalizing), per organisation, as the real service enforces per rate-limit tier
+    # (3,000,000 for text-embedding-3-large at the lowest): a batch that would cross it
+    # fails validation with the code "token_limit_exceeded". None: no limit.
+    "max_enqueued_tokens": None,
 }
 
 
@@ -64,6 +69,11 @@ def check_config(config):
     ):
         raise ValueError("'fail_texts' must be a list of strings.")
     _check_malformed("", config)
+    limit = config["max_enqueued_tokens"]
+    if limit is not None and not _is_int(limit, 1):
+        raise ValueError(
+            f"'max_enqueued_tokens' must be a positive integer or null, got {limit!r}."
+        )
     if not isinstance(config["plans"], list):
         raise ValueError(f"'plans' must be a list, got {config['plans']!r}.")
     for position, plan in enumerate(config["plans"]):
@@ -111,6 +121,8 @@ class BatchStats:
         self.inputs = 0
         self.tokens = 0
         self.malformed_lines = 0
+        self.token_limit_failures = 0
+        self.peak_enqueued_tokens = 0
         self.text_counts = Counter()
 
     def as_dict(self):
@@ -121,5 +133,7 @@ class BatchStats:
             "batch_inputs": self.inputs,
             "batch_tokens": self.tokens,
             "batch_malformed_lines": self.malformed_lines,
+            "batch_token_limit_failures": self.token_limit_failures,
+            "batch_peak_enqueued_tokens": self.peak_enqueued_tokens,
             "text_counts": dict(self.text_counts),
         }

@@ -62,6 +62,9 @@ DEFAULT_CONFIG = {
     "fault_seed": 0,
     "vector_mode": "random",
     "extra_models": {},
+    # {model: revision}: the weights served under a name, as when a server re-pulls a
+    # model (Ollama, vLLM, TEI); a new revision gives every text a new vector.
+    "model_revisions": {},
     "shuffle": True,
     # Hostile answers (docs/testing_offline.rst, "Hostile answers"); all off by default.
     "vector_log10_scale": None,
@@ -232,6 +235,11 @@ def merge_config(config, updates):
             f"'vector_mode' must be one of {VECTOR_MODES}, got {merged['vector_mode']!r}."
         )
     _check_extra_models(merged["extra_models"])
+    revisions = merged["model_revisions"]
+    if not isinstance(revisions, dict) or not all(
+        isinstance(name, str) and isinstance(rev, str) for name, rev in revisions.items()
+    ):
+        raise ValueError(f"'model_revisions' must map names to strings, got {revisions!r}.")
     if not isinstance(merged["shuffle"], bool):
         raise ValueError(f"'shuffle' must be true or false, got {merged['shuffle']!r}.")
     _check_hostile(merged)
@@ -252,3 +260,9 @@ def model_table(config):
             # A bare size describes a compatible server's model: no `dimensions` support.
             table[name] = ModelSpec(spec, False)
     return table
+
+
+def served_model_key(config, model):
+    """The name the vectors of ``model`` are drawn under: with its revision, if any."""
+    revision = config["model_revisions"].get(model)
+    return model if revision is None else f"{model}@{revision}"

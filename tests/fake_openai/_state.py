@@ -23,7 +23,7 @@ from skembed._tokens import get_encoding
 
 from . import _errors, _request
 from ._auth import check_key, read_credentials
-from ._config import merge_config, model_table
+from ._config import merge_config, model_table, served_model_key
 from ._hostile import shape_rows, wire_items
 from ._ratelimit import RateLimiter, format_duration
 from ._render import pad, render
@@ -233,7 +233,11 @@ class ServerState:
             self._answers += 1
         datas = [input_bytes(item) for item in request.items]
         vectors = embed_rows(
-            request.model, datas, native_dim, request.dimensions, config["vector_mode"]
+            served_model_key(config, request.model),
+            datas,
+            native_dim,
+            request.dimensions,
+            config["vector_mode"],
         )
         rows = shape_rows(vectors, datas, config)
         items = wire_items(len(rows), config["index_fault"])
