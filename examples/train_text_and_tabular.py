@@ -30,7 +30,7 @@ columns). The designs compared, each chosen before it was measured:
   columns suit a forest: one word, one split);
 - ``embeddings + tabular``: the 384 raw columns (``--all`` only: it costs more than the
   rest of the job together, and it is the weakest way to use them);
-- ``embeddings (PCA 32) + tabular``: an unsupervised reduced width, fitted per fold
+- ``embeddings (PCA 32) + tabular`` (``--all`` only): an unsupervised reduced width, fitted per fold
   inside the pipeline;
 - ``embeddings (score) + tabular``: a supervised reduced width: a ridge read-out of the
   embeddings (sklearn's default penalty, not tuned) as one column, *cross-fitted*:
@@ -52,6 +52,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -204,7 +205,7 @@ def make_embedder(args):
     )
 
 
-def make_model(text_steps, args, regression):
+def make_model(text_steps, args, regression, memory=None):
     """[text features... | scaled numbers | one-hot categories] -> random forest."""
     columns = [(name, step, "review") for name, step in text_steps]
     columns += [
@@ -214,10 +215,12 @@ def make_model(text_steps, args, regression):
     forest = (RandomForestRegressor if regression else RandomForestClassifier)(
         n_estimators=args.n_estimators, random_state=args.random_state, n_jobs=args.n_jobs
     )
-    return Pipeline([("features", ColumnTransformer(columns)), ("forest", forest)])
+    # memory: the grid only changes the forest, so the features of a fold are fitted
+    # once and reused by the grid's other candidates (sklearn's transformer caching).
+    return Pipeline([("features", ColumnTransformer(columns)), ("forest", forest)], memory=memory)
 
 
-def make_candidates(embedder, args, regression):
+def make_candidates(embedder, args, regression, memory=None):
     """Every model of the table: name -> (pipeline, uses embeddings?)."""
 
     def tfidf():
@@ -228,7 +231,7 @@ def make_candidates(embedder, args, regression):
         return CrossFittedScore(Ridge() if regression else RidgeClassifier())
 
     def model(*text_steps):
-        return make_model(text_steps, args, regression)
+        return make_model(text_steps, args, regression, memory)
 
     candidates = {
         "tabular only": (model(), False),
@@ -236,30 +239,22 @@ def make_candidates(embedder, args, regression):
         "TF-IDF (score) + tabular": (model(("tfidf", make_pipeline(tfidf(), score()))), False),
     }
     if args.all:
+        pca = PCA(32, random_state=args.random_state)
         candidates["embeddings + tabular"] = (model(("embeddings", clone(embedder))), True)
-    candidates.update(
-        {
-            "embeddings (PCA 32) + tabular": (
-                model(
-                    (
-                        "embeddings",
-                        make_pipeline(clone(embedder), PCA(32, random_state=args.random_state)),
-                    )
-                ),
-                True,
-            ),
-            "embeddings (score) + tabular": (
-                model(("embeddings", make_pipeline(clone(embedder), score()))),
-                True,
-            ),
-            "TF-IDF (score) + embeddings (score) + tabular": (
-                model(
-                    ("tfidf", make_pipeline(tfidf(), score())),
-                    ("embeddings", make_pipeline(clone(embedder), score())),
-                ),
-                True,
-            ),
-        }
+        candidates["embeddings (PCA 32) + tabular"] = (
+            model(("embeddings", make_pipeline(clone(embedder), pca))),
+            True,
+        )
+    candidates["embeddings (score) + tabular"] = (
+        model(("embeddings", make_pipeline(clone(embedder), score()))),
+        True,
+    )
+    candidates["TF-IDF (score) + embeddings (score) + tabular"] = (
+        model(
+            ("tfidf", make_pipeline(tfidf(), score())),
+            ("embeddings", make_pipeline(clone(embedder), score())),
+        ),
+        True,
     )
     return candidates
 
@@ -316,7 +311,9 @@ def main(argv=None):
     header = f"  {'model':46s} {'cross-validated':>16s} {'held out':>9s} {'seconds':>8s}"
     print(header)
     results = {}
-    for name, (model, uses_embeddings) in make_candidates(embedder, args, regression).items():
+    memory = tempfile.TemporaryDirectory(prefix="skembed-main-job-")
+    candidates = make_candidates(embedder, args, regression, memory.name)
+    for name, (model, uses_embeddings) in candidates.items():
         start = time.perf_counter()
         search = GridSearchCV(model, GRID, scoring=scoring, cv=splitter)
         search.fit(train, train[target])
@@ -345,7 +342,9 @@ def main(argv=None):
         f"({results[best_embeddings][2] - results[baseline][2]:+.3f} held out)"
     )
 
-    best = results[best_embeddings][0].best_estimator_
+    # The saved pipeline must not point at this run's temporary feature cache.
+    best = results[best_embeddings][0].best_estimator_.set_params(memory=None)
+    memory.cleanup()
     joblib.dump(best, args.output)
     print(f"\nsaved the tuned pipeline {best_embeddings!r} to {args.output}")
 
