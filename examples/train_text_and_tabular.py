@@ -24,23 +24,43 @@ A random forest splits on one column at a time. An embedding spreads what a revi
 says (here: does the reviewer like the item?) over many of its 384 columns at once,
 along a direction that no single column follows, so a forest given the raw vectors
 learns little from each split and is slow (every split weighs hundreds of dense
-columns). The designs compared, each chosen before it was measured:
+columns). The designs compared, each chosen for a reason before it was measured, and
+each measured once:
 
 - ``tabular only`` and ``TF-IDF + tabular``: the baselines (TF-IDF's sparse word
   columns suit a forest: one word, one split);
-- ``embeddings + tabular``: the 384 raw columns (``--all`` only: it costs more than the
-  rest of the job together, and it is the weakest way to use them);
-- ``embeddings (PCA 32) + tabular`` (``--all`` only): an unsupervised reduced width, fitted per fold
-  inside the pipeline;
+- ``embeddings + tabular`` (``--all``): the 384 raw columns;
+- ``embeddings (PCA 32) + tabular`` (``--all``): an unsupervised reduced width (PCA
+  fitted per fold inside the pipeline);
 - ``embeddings (score) + tabular``: a supervised reduced width: a ridge read-out of the
   embeddings (sklearn's default penalty, not tuned) as one column, *cross-fitted*:
   the forest trains on out-of-fold scores of its training rows, as stacking does, so
   it does not learn to trust a score that has seen the rows' labels;
-- ``TF-IDF (score) + tabular``: the same read-out of TF-IDF, so that the last design
-  is not compared only with a weaker treatment of TF-IDF;
+- ``TF-IDF (score) + tabular``: the same read-out of TF-IDF, so that the designs
+  with a read-out are not compared only with a weaker treatment of TF-IDF;
 - ``TF-IDF (score) + embeddings (score) + tabular``: both read-outs side by side in
   one ``ColumnTransformer``: words and meaning, weighed by the forest with the
   tabular columns.
+
+What it printed (4,000 reviews, 3 folds, 150 trees, ``--all``; the held-out column is
+the tuned model on the 800 held-out reviews)::
+
+    model                                           cross-validated  held out
+    tabular only                                   +0.519 ± 0.006    +0.560
+    TF-IDF + tabular                               +0.892 ± 0.009    +0.880
+    TF-IDF (score) + tabular                       +0.908 ± 0.013    +0.911
+    embeddings + tabular                           +0.872 ± 0.014    +0.888
+    embeddings (PCA 32) + tabular                  +0.867 ± 0.004    +0.851
+    embeddings (score) + tabular                   +0.900 ± 0.006    +0.899
+    TF-IDF (score) + embeddings (score) + tabular  +0.937 ± 0.006    +0.938
+
+Read it honestly: the raw vectors lose to TF-IDF in a forest, and PCA does not help.
+A read-out of the embeddings beats the plain TF-IDF baseline (0.900 against 0.892)
+but not the same read-out of TF-IDF (0.908): on this task, on its own, the local
+model is worth about as much as the words. Together they are worth more than either
+(0.937 cross-validated, 0.938 held out): the embeddings add what the words miss.
+The two ``--all`` designs are left out by default because they lose and the raw one
+costs more time than the rest of the job together (a forest on 384 dense columns).
 
 ``--backend openai`` runs the same script with OpenAI's embeddings (``OPENAI_API_KEY``
 in the environment; ``--base-url`` for an OpenAI-compatible server).
