@@ -81,6 +81,31 @@ def test_main_job_trains_saves_reloads_and_beats_tabular_only(tmp_path):
     assert "predictions of the reloaded pipeline (new process)" in out
 
 
+@pytest.mark.slow
+def test_main_job_rating_regression_saves_and_reloads(tmp_path):
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--target",
+        "rating",
+        "--n-samples",
+        "300",
+        "--cv",
+        "2",
+        "--n-estimators",
+        "20",
+        "--output",
+        str(tmp_path / "rating.joblib"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = _table(result.stdout)
+    assert set(scores) == DEFAULT_MODELS
+    assert all(score < 0 for score in scores.values())  # neg_mean_absolute_error
+    _check_verdict(result.stdout, scores)
+    assert "predictions of the reloaded pipeline (new process)" in result.stdout
+
+
 def test_main_job_help():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True
