@@ -55,6 +55,7 @@ def _check_verdict(out, scores):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a loaded machine embeds slowly
 def test_main_job_trains_saves_reloads_and_beats_tabular_only(tmp_path):
     output = tmp_path / "model.joblib"
     command = [
@@ -69,7 +70,7 @@ def test_main_job_trains_saves_reloads_and_beats_tabular_only(tmp_path):
         "--output",
         str(output),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=850)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     scores = _table(out)
@@ -82,6 +83,7 @@ def test_main_job_trains_saves_reloads_and_beats_tabular_only(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a loaded machine embeds slowly
 def test_main_job_rating_regression_saves_and_reloads(tmp_path):
     command = [
         sys.executable,
@@ -89,7 +91,7 @@ def test_main_job_rating_regression_saves_and_reloads(tmp_path):
         "--target",
         "rating",
         "--n-samples",
-        "300",
+        "400",  # the same reviews as the first test (subsets are stratified on rating)
         "--cv",
         "2",
         "--n-estimators",
@@ -97,7 +99,7 @@ def test_main_job_rating_regression_saves_and_reloads(tmp_path):
         "--output",
         str(tmp_path / "rating.joblib"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=850)
     assert result.returncode == 0, result.stderr[-3000:]
     scores = _table(result.stdout)
     assert set(scores) == DEFAULT_MODELS
@@ -147,6 +149,7 @@ def test_cross_fitted_score_never_scores_a_row_it_learned_from(seed, regression)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a loaded machine embeds slowly
 def test_main_job_runs_unchanged_with_the_openai_backend(fake_server, tmp_path):
     fake_server.configure(vector_mode="bag_of_words")
     command = [
@@ -168,7 +171,7 @@ def test_main_job_runs_unchanged_with_the_openai_backend(fake_server, tmp_path):
         "--output",
         str(tmp_path / "m.joblib"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=850)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OpenAIEmbeddingTransformer" in result.stdout
     scores = _table(result.stdout)
