@@ -13,8 +13,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._math import normalize_rows, row_norms_and_normalize
-from ._validation import row_names
 from ._sklearn_compat import Interval, StrOptions, _fit_context
+from ._validation import row_names
 
 __all__ = ["LinearEmbeddingAdapter"]
 

@@ -104,7 +104,7 @@ def test_a_polars_frame_through_a_column_transformer(embedder, column):
 
 
 def test_polars_null_is_a_missing_text(embedder, request):
-    make, width = embedder
+    make, _ = embedder
     texts = pl.Series("review", ["ok", None, "fine", "   ", None])
     with pytest.raises(ValueError) as info:
         make().transform(texts)
