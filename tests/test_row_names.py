@@ -80,11 +80,9 @@ def labelled_column(draw):
         texts[row] = bad_value
     if kind == "polars":
         name = "" if column is None else str(column)
+        series = pl.Series(name, [t if isinstance(t, str) else None for t in texts])  # null
         container = draw(st.sampled_from(["series", "frame"]))
-        if container == "frame" and name:
-            X = pl.DataFrame({name: pl.Series(texts, dtype=pl.String, strict=False)})
-        else:
-            X = pl.Series(name, [None if t is pd.NA or t is np.nan else t for t in texts])
+        X = series.to_frame() if container == "frame" and name else series
         return X, sorted(bad), None, name or None
     series = pd.Series(texts, index=index, name=column, dtype=object)
     container = draw(st.sampled_from(["series", "frame"]))
