@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._math import normalize_rows, row_norms_and_normalize
 from ._sklearn_compat import Interval, StrOptions, _fit_context
+from ._validation import row_names
 
 __all__ = ["LinearEmbeddingAdapter"]
 
@@ -291,7 +292,7 @@ class LinearEmbeddingAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             row = out_of_range[0]
             raise ValueError(
                 "y holds target cosines, which must lie in [-1, 1] (+1 similar, "
-                f"-1 dissimilar); row {row} is {float(target[row])!r}."
+                f"-1 dissimilar); {row_names(y)([row])} is {float(target[row])!r}."
             )
         if self.objective == "softmax":
             raise ValueError(

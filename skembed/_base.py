@@ -11,7 +11,7 @@ from ._cache import CacheStore, resolve_cache
 from ._cost import estimate_cost
 from ._embed import embed_texts
 from ._sklearn_compat import StrOptions, _fit_context
-from ._validation import check_texts
+from ._validation import check_texts, column_name, row_names
 
 __all__ = ["BaseEmbeddingTransformer"]
 
@@ -125,12 +125,13 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             ``on_invalid_text="zero"``).
         """
         self._validate_params()
-        texts, valid = check_texts(X, invalid=self.on_invalid_text)
-        limits = self._spending_limits()
+        names = row_names(X)  # before X is read: errors name its index labels and column
+        texts, valid = check_texts(X, invalid=self.on_invalid_text, names=names)
+        options = {**self._spending_limits(), "describe": names}
         if valid.all():
             cache = resolve_cache(self.cache)
             backend = self._backend_for(cache)
-            vectors, _ = embed_texts(texts, backend, cache, **limits)
+            vectors, _ = embed_texts(texts, backend, cache, **options)
             return self._postprocess(vectors, backend)
         if not valid.any():
             dim = self._output_dim()
@@ -140,7 +141,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
         cache = resolve_cache(self.cache)
         backend = self._backend_for(cache)
-        vectors, _ = embed_texts(kept, backend, cache, rows=np.flatnonzero(valid), **limits)
+        vectors, _ = embed_texts(kept, backend, cache, rows=np.flatnonzero(valid), **options)
         vectors = self._postprocess(vectors, backend)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         out[valid] = vectors
@@ -158,7 +159,8 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _estimate_cost(self, X):
         """A :class:`~skembed._cost.CostEstimate` of ``transform(X)``, sending nothing."""
         self._validate_params()
-        texts, valid = check_texts(X, invalid=self.on_invalid_text)
+        names = row_names(X)
+        texts, valid = check_texts(X, invalid=self.on_invalid_text, names=names)
         kept = [text for text, ok in zip(texts, valid, strict=True) if ok]
         cache = resolve_cache(self.cache)
         return estimate_cost(
@@ -167,6 +169,7 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             cache,
             n_texts=len(texts),
             rows=None if valid.all() else np.flatnonzero(valid),
+            describe=names,
         )
 
     def _postprocess(self, vectors, backend):
@@ -222,9 +225,5 @@ class BaseEmbeddingTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 def _column_name(X):
     """The name of the column of texts ``X``, when it has one that is a string."""
-    columns = getattr(X, "columns", None)
-    if columns is not None:  # a single-column DataFrame (check_texts refuses others)
-        name = columns[0] if len(columns) == 1 else None
-    else:
-        name = getattr(X, "name", None) if hasattr(X, "dtype") else None  # a Series
+    name = column_name(X)
     return name if isinstance(name, str) else None

@@ -80,7 +80,7 @@ class CostEstimate:
         )
 
 
-def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
+def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None, describe=None):
     """Estimate embedding ``texts`` with ``backend``, without sending anything.
 
     Parameters
@@ -96,6 +96,8 @@ def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
         Rows given by the user, if more than ``texts`` (blank rows).
     rows : array-like of int, default=None
         The user's row number of each text, for error messages (default: position).
+    describe : callable, default=None
+        Names the user's rows in a message, as for :func:`~skembed._embed.embed_texts`.
 
     Returns
     -------
@@ -111,14 +113,14 @@ def estimate_cost(texts, backend, cache, *, n_texts=None, rows=None):
     try:
         backend.check_inputs(unique)  # as embedding would, whatever the cache holds
     except EmbeddingError as error:
-        raise _name_user_rows(error, np.arange(len(unique)), inverse, rows) from error
+        raise _name_user_rows(error, np.arange(len(unique)), inverse, rows, describe) from error
     found = cached_mask(unique, backend, cache)
     todo = np.flatnonzero(~found)
     price = backend.usd_per_million_tokens if backend.pays_per_text else 0.0
     try:
         n_tokens = int(backend.count_billed_tokens([unique[i] for i in todo]).sum())
     except EmbeddingError as error:
-        raise _name_user_rows(error, todo, inverse, rows) from error
+        raise _name_user_rows(error, todo, inverse, rows, describe) from error
     return CostEstimate(
         model=model_name(backend),
         n_texts=len(texts) if n_texts is None else n_texts,

@@ -122,7 +122,9 @@ def cached_mask(unique, backend, cache):
     return cache.get(keys, dim, count=False)[0]
 
 
-def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, rows=None):
+def embed_texts(
+    texts, backend, cache=None, *, max_tokens=None, max_cost=None, rows=None, describe=None
+):
     """Embed ``texts`` with ``backend``, reading and filling ``cache``.
 
     Parameters
@@ -141,6 +143,10 @@ def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, r
         active :func:`skembed.budget` blocks apply too.
     rows : array-like of int, default=None
         The caller's row number of each text, for error messages (default: position).
+    describe : callable, default=None
+        Names the caller's rows in a message (``rows -> str``, such as a
+        :class:`~skembed._validation.RowNames` naming index labels and the column);
+        default :func:`~skembed._validation.describe_rows`.
 
     Returns
     -------
@@ -163,7 +169,7 @@ def embed_texts(texts, backend, cache=None, *, max_tokens=None, max_cost=None, r
         vectors = job.run()
         failed = False
     except EmbeddingError as error:
-        renamed = _name_user_rows(error, job.fetching, inverse, rows)
+        renamed = _name_user_rows(error, job.fetching, inverse, rows, describe)
         if renamed is error:
             raise  # not "from error": an error that is its own cause loops pickling (tblib)
         raise renamed from error
@@ -312,7 +318,7 @@ class _Job:
         return on_result
 
 
-def _name_user_rows(error, todo, inverse, user_rows=None):
+def _name_user_rows(error, todo, inverse, user_rows=None, describe=None):
     """Translate backend positions (into ``todo``) into the caller's row numbers."""
     if not error.rows:
         return error
@@ -320,4 +326,4 @@ def _name_user_rows(error, todo, inverse, user_rows=None):
     rows = np.flatnonzero(np.isin(inverse, distinct))
     if user_rows is not None:
         rows = np.asarray(user_rows)[rows]
-    return error.with_rows(rows, f"{error.message} (input {describe_rows(rows)})")
+    return error.with_rows(rows, f"{error.message} (input {(describe or describe_rows)(rows)})")

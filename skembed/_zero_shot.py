@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._math import normalize_rows
 from ._sklearn_compat import HasMethods, Interval, _fit_context
-from ._validation import _as_text_column, _is_missing, describe_rows
+from ._validation import _is_missing, row_names, text_column
 
 __all__ = ["ZeroShotEmbeddingClassifier"]
 
@@ -189,8 +189,9 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         # Read once (a generator feeds both fit and transform), and check y before
-        # anything is embedded: with a paid API, a late error costs money.
-        X = _as_text_column(X)
+        # anything is embedded: with a paid API, a late error costs money. A Series
+        # stays one, so that the embedder's errors name its index labels and column.
+        X = text_column(X)
         if y is not None:
             y = _check_targets(y, len(X))
         descriptions = self._descriptions(y)
@@ -229,7 +230,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     def _embed(self, texts, width=None):
         """The embedder's vectors for ``texts``, checked: ``(n_texts, width)``, finite."""
-        texts = _as_text_column(texts)
+        texts = text_column(texts)
         vectors = np.asarray(self.embedder_.transform(texts))
         n_texts = len(texts)
         if (
@@ -246,7 +247,7 @@ class ZeroShotEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
         if bad.size:
             raise ValueError(
-                f"The embedder returned non-finite values (NaN or inf) for {describe_rows(bad)}."
+                f"The embedder returned non-finite values (NaN or inf) for {row_names(texts)(bad)}."
             )
         return vectors
 
@@ -368,7 +369,7 @@ def _check_targets(y, n_samples):
     values = _as_given(given, y)
     missing = [row for row, value in enumerate(values) if _is_missing(value)]
     if missing:
-        raise ValueError(f"y has a missing label (None/NaN) at {describe_rows(missing)}.")
+        raise ValueError(f"y has a missing label (None/NaN) at {row_names(given)(missing)}.")
     if len(y) != n_samples:
         raise ValueError(f"X has {n_samples} texts but y has {len(y)} labels.")
     if values is not y:
