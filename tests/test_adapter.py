@@ -338,25 +338,30 @@ def test_auto_alpha_never_makes_clean_embeddings_worse():
     assert np.mean(losses) <= 0.01, losses
 
 
-def _paraphrase_pairs(items, paraphrases, index, rng):
+def _paraphrase_pairs(items, paraphrases, index, n_pairs, rng):
     """Pairs (item, its paraphrase) +1 and (item, another's paraphrase) -1."""
-    left = rng.choice(index, 400)
+    left = rng.choice(index, n_pairs)
     right = left.copy()
-    negative = np.arange(400) % 2 == 1
+    negative = np.arange(n_pairs) % 2 == 1
     right[negative] = rng.choice(index, negative.sum())
     return items[left], paraphrases[right], np.where(negative, -1.0, 1.0)
 
 
 def test_auto_alpha_never_makes_strong_pair_cosines_worse():
     # Pairs whose raw cosine already separates them well (a text and a paraphrase of it,
-    # against a random other): the default map keeps the held-out pair ranking.
-    for seed in range(3):
+    # against a random other), few of them for the size of the map (100 to 800 pairs, the
+    # regime of an NLI-style set where alpha=0.01 lost 4 points): the default map keeps
+    # the held-out pair accuracy, whatever the number of pairs, the width and the noise.
+    for seed in range(4):
         rng = np.random.RandomState(seed)
-        items = normalize(rng.normal(size=(600, 32)))
-        paraphrases = items + 0.8 * rng.normal(size=items.shape) / np.sqrt(32)
+        n_features = int(rng.choice([32, 64]))
+        n_pairs = int(rng.randint(100, 801))
+        items = normalize(rng.normal(size=(1200, n_features)))
+        noise = rng.uniform(0.6, 1.0)
+        paraphrases = items + noise * rng.normal(size=items.shape) / np.sqrt(n_features)
 
-        train = _paraphrase_pairs(items, paraphrases, np.arange(300), rng)
-        test = _paraphrase_pairs(items, paraphrases, np.arange(300, 600), rng)
+        train = _paraphrase_pairs(items, paraphrases, np.arange(600), n_pairs, rng)
+        test = _paraphrase_pairs(items, paraphrases, np.arange(600, 1200), 1000, rng)
         adapter = LinearEmbeddingAdapter().fit_pairs(*train)
         before = _threshold_accuracy(
             _cosines(train[0], train[1]), train[2], _cosines(test[0], test[1]), test[2]
@@ -365,7 +370,8 @@ def test_auto_alpha_never_makes_strong_pair_cosines_worse():
         after = _threshold_accuracy(
             _cosines(T(train[0]), T(train[1])), train[2], _cosines(T(test[0]), T(test[1])), test[2]
         )
-        assert after >= before - 0.02, (seed, before, after, adapter.alpha_)
+        assert before > 0.9, (seed, before)  # the raw space is already good
+        assert after >= before - 0.01, (seed, n_pairs, before, after, adapter.alpha_)
 
 
 def test_auto_alpha_learns_where_the_data_show_a_gain():
