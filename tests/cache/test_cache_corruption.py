@@ -70,11 +70,14 @@ def test_truncated_index_names_it_and_deleting_it_starts_an_empty_cache(filled):
     with pytest.raises(CacheCorruptionError, match="is damaged") as info:
         read_all(filled)
     assert info.value.path == str(index)
-    assert f"Delete the directory {filled}" in str(info.value)
-    # 'cache clear' needs a readable index: the message must not send users there first.
-    assert skembed_cli("cache", "clear", "--dir", filled).returncode == 1
-    # Following the advice: without its index, the cache starts empty (every key a
-    # miss, to be fetched again), and the next clear removes the orphaned vector file.
+    assert f"python -m skembed cache clear --dir {filled}" in str(info.value)
+    assert f"delete the directory {filled}" in str(info.value)
+    # Following the advice: the index and the vector files it pointed at go, and the
+    # cache starts empty (every key a miss, to be fetched again).
+    orphan = vector_file(filled)
+    assert_starts_over_after_clear(filled)
+    assert not orphan.exists()
+    # Deleting only the index works too: the next clear removes the orphaned file.
     orphan = vector_file(filled)
     index.unlink()
     found, _ = read_all(filled)
