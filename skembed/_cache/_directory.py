@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from ._base import (
-    WIDTHS_ROOM,
+    VECTOR_ROOMS,
     CacheCorruptionError,
     CacheError,
     CacheStore,
@@ -983,8 +983,10 @@ class EmbeddingCache(LRUEviction, CacheStore):
                 self._refresh_files()
                 self._remove_unlisted_files()
                 self._shrink_index()
-                # The widths describe the vectors just deleted (resumable state stays).
-                shutil.rmtree(os.path.join(self.path, WIDTHS_ROOM), ignore_errors=True)
+                # The widths (and tallies) describe the vectors just deleted (resumable
+                # state stays).
+                for room in VECTOR_ROOMS:
+                    shutil.rmtree(os.path.join(self.path, room), ignore_errors=True)
 
     def _state(self, parts):
         room = parts[0]

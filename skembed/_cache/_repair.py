@@ -18,7 +18,7 @@ import sqlite3
 
 import numpy as np
 
-from ._base import KEY_SIZE, WIDTHS_ROOM, CacheCorruptionError
+from ._base import KEY_SIZE, VECTOR_ROOMS, CacheCorruptionError
 from ._directory import INDEX_FILENAME, EmbeddingCache, _is_vector_file
 from ._files import RECORD
 from ._sqlite import transaction
@@ -132,7 +132,8 @@ def repair(path):
             if entry.name.startswith(INDEX_FILENAME) or _is_vector_file(entry.name):
                 os.unlink(entry.path)
                 deleted.append(entry.name)
-        shutil.rmtree(os.path.join(path, WIDTHS_ROOM), ignore_errors=True)
+        for room in VECTOR_ROOMS:
+            shutil.rmtree(os.path.join(path, room), ignore_errors=True)
         return {
             "kept": 0,
             "removed": None,

@@ -88,6 +88,8 @@ _PROCESS_ONLY = ("hits", "misses", "read_only", "fallback", "fallback_entries")
 
 
 def _info(args, cache):
+    from .._cache._ledger import largest_namespaces
+
     stats = cache.stats()
     path = stats["path"]
     read_only = not str(path).startswith(("redis://", "rediss://")) and (
@@ -96,6 +98,7 @@ def _info(args, cache):
     if args.json:
         stats = {k: v for k, v in stats.items() if k not in _PROCESS_ONLY}
         stats["entries_by_dim"] = {str(k): v for k, v in stats["entries_by_dim"].items()}
+        stats["largest_namespaces"] = largest_namespaces(cache, cache.stats())
         print(json.dumps({"exists": True, "writable": not read_only, **stats}))
         return 0
     by_dim = ", ".join(f"{n:,} of {dim}-d" for dim, n in stats["entries_by_dim"].items())
@@ -106,6 +109,15 @@ def _info(args, cache):
     print(f"size:    {_size(stats['size_bytes'])}")
     print(f"hits:    {stats['total_hits']:,}")
     print(f"misses:  {stats['total_misses']:,}")
+    largest = largest_namespaces(cache, stats)
+    if largest:
+        print("largest namespaces (estimated from the vectors written since the last clear):")
+        width = max(len(row["model"]) for row in largest)
+        for row in largest:
+            print(
+                f"  {row['model']:<{width}}  {row['dim']:>5}-d  {row['count']:>12,} vectors  "
+                f"{_size(row['bytes']):>10}"
+            )
     return 0
 
 
