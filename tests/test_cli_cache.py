@@ -7,13 +7,17 @@ tests/cache/test_cache.py covers the plain-text ``info`` and ``clear``.
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from skembed._cache import INDEX_FILENAME, EmbeddingCache, RedisEmbeddingCache
-from tests.cache.helpers import keys, run_cli, vectors
+from skembed._cache import INDEX_FILENAME, CacheWarning, EmbeddingCache, RedisEmbeddingCache
+from skembed._cache._ledger import _stored_bytes
+from tests.cache.helpers import ROOT, keys, run_cli, vectors
 
 
 @pytest.fixture
@@ -145,3 +149,70 @@ def test_clear_of_malformed_index_records_removes_only_them(two_widths):
     done = run_cli("cache", "clear", "--dir", two_widths)
     assert done.returncode == 0, done.stderr
     assert "Removed 1 entries that cannot be read and kept 49" in done.stdout
+
+
+# -- what the cache holds, per model; a one-time notice past a size ------------------------
+
+
+def test_info_lists_the_largest_namespaces(openai_embedder, tmp_path):
+    cache = str(tmp_path / "cache")
+    small = openai_embedder(dimensions=8, cache=cache)
+    small.transform([f"small {i}" for i in range(30)])
+    small.transform([f"small {i}" for i in range(35)])  # 5 more: the tally adds them
+    openai_embedder(model="text-embedding-3-large", dimensions=16, cache=cache).transform(
+        [f"large {i}" for i in range(5)]
+    )
+    info = json.loads(run_cli("cache", "info", "--dir", cache, "--json").stdout)
+    assert info["largest_namespaces"] == [
+        {"model": "text-embedding-3-small", "dim": 8, "count": 35, "bytes": 35 * 8 * 4},
+        {"model": "text-embedding-3-large", "dim": 16, "count": 5, "bytes": 5 * 16 * 4},
+    ]
+    text = run_cli("cache", "info", "--dir", cache).stdout
+    assert "largest namespaces" in text and "text-embedding-3-large     16-d" in text
+    # The tallies describe the vectors: a clear removes them with the vectors.
+    run_cli("cache", "clear", "--dir", cache)
+    cleared = json.loads(run_cli("cache", "info", "--dir", cache, "--json").stdout)
+    assert cleared["largest_namespaces"] == []
+
+
+def test_the_default_cache_says_once_that_it_passed_the_notice_size(
+    openai_embedder, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SKEMBED_CACHE_DIR", str(tmp_path / "default"))
+    monkeypatch.setenv("SKEMBED_CACHE_NOTICE_BYTES", "0")  # off
+    embedder = openai_embedder(dimensions=64, cache="default")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.transform([f"first {i}" for i in range(5)])
+    # A limit 30 kB above the size now: 200 vectors of 256 bytes pass it.
+    limit = _stored_bytes(str(tmp_path / "default")) + 30_000
+    monkeypatch.setenv("SKEMBED_CACHE_NOTICE_BYTES", str(limit))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.transform([f"first {i}" for i in range(10)])  # under the size: silent
+    with pytest.warns(CacheWarning, match=f"past \\$SKEMBED_CACHE_NOTICE_BYTES={limit}") as seen:
+        embedder.transform([f"second {i}" for i in range(200)])
+    assert len(seen) == 1 and str(tmp_path / "default") in str(seen[0].message)
+    with warnings.catch_warnings():  # once per cache: not again, in no process
+        warnings.simplefilter("error")
+        embedder.transform([f"third {i}" for i in range(200)])
+        again = subprocess.run(
+            [sys.executable, "-m", "skembed", "embed", "-", "-c", "t", "--out",
+             str(tmp_path / "v.npz"), "--backend", "openai", "--base-url", embedder.base_url,
+             "--dimensions", "64"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, input="t\nfourth\n",
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert "CacheWarning" not in again.stderr
+    # A cache the user chose is theirs to size: never a notice.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        openai_embedder(dimensions=64, cache=str(tmp_path / "chosen")).transform(
+            [f"fifth {i}" for i in range(400)]
+        )
+    # A limit that is not a number is said (the vectors are cached all the same).
+    monkeypatch.setenv("SKEMBED_CACHE_NOTICE_BYTES", "a lot")
+    with pytest.warns(CacheWarning, match="must be a number of bytes"):
+        X = embedder.transform([f"sixth {i}" for i in range(3)])
+    assert X.shape == (3, 64)

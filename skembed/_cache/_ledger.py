@@ -81,11 +81,19 @@ def _stored_bytes(path):
     return total
 
 
+def _mib(n_bytes):
+    return f"{n_bytes / 2**30:,.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.1f} MiB"
+
+
 def _maybe_notice(cache):
     path = getattr(cache, "path", None)
     if not isinstance(path, str) or path != default_cache_dir() or not os.path.isdir(path):
         return  # a cache the user chose: they know where it is
-    limit = notice_bytes()
+    try:
+        limit = notice_bytes()
+    except ValueError as error:
+        warnings.warn(str(error), CacheWarning, stacklevel=3)
+        return
     if not limit:
         return
     mark = cache.state(_MARK)
@@ -96,7 +104,7 @@ def _maybe_notice(cache):
         return
     mark.write(json.dumps({"size_bytes": size, "limit": limit}).encode())
     warnings.warn(
-        f"The default embedding cache {path} holds {size / 2**30:.2f} GiB, past "
+        f"The default embedding cache {path} holds {_mib(size)}, past "
         f"${NOTICE_ENV}={limit}. 'skembed cache info' shows its largest models; "
         "'skembed cache clear' empties it; EmbeddingCache(max_size_bytes=...) bounds it "
         "(least recently used vectors are evicted); SKEMBED_CACHE_DIR moves it. Said once "

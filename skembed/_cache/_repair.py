@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sqlite3
 
 import numpy as np
 
@@ -23,24 +22,32 @@ from ._directory import INDEX_FILENAME, EmbeddingCache, _is_vector_file
 from ._files import RECORD
 from ._sqlite import transaction
 
-__all__ = ["find_damage", "repair"]
+__all__ = ["find_damage", "index_damage", "repair"]
 
 _CHUNK = 4096
 
 
-def _index_readable(path):
-    """None if SQLite reads the index and its entries; else the reason it cannot."""
+def index_damage(path):
+    """Why the index of the cache in ``path`` cannot be read, or ``None`` if it can.
+
+    Other errors (a directory this user may not read, a newer format) are raised: they
+    are not damage, and their messages say what to do.
+    """
     index = os.path.join(path, INDEX_FILENAME)
     try:
-        conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+        cache = EmbeddingCache(path, read_only=True)
         try:
-            status = conn.execute("PRAGMA quick_check").fetchone()[0]
-            conn.execute("SELECT count(*), sum(length(meta)) FROM entries").fetchone()
-            conn.execute("SELECT file_id, dim, name FROM files").fetchall()
+            with cache._lock, cache._sqlite_errors():
+                cache._ensure_open()
+                status = cache._conn.execute("PRAGMA quick_check").fetchone()[0]
+                cache._conn.execute("SELECT count(*), sum(length(meta)) FROM entries").fetchone()
+                cache._conn.execute("SELECT file_id, dim, name FROM files").fetchall()
         finally:
-            conn.close()
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-        return str(exc)
+            cache.close()
+    except CacheCorruptionError as error:
+        if error.path != index:
+            raise
+        return str(error).split(" is damaged (", 1)[-1].split("). ", 1)[0]
     return None if status == "ok" else status
 
 
@@ -125,7 +132,7 @@ def repair(path):
         index could not be read), ``damaged`` (file -> entries lost, or the reason the
         index cannot be read), ``deleted_files`` (files deleted).
     """
-    reason = _index_readable(path)
+    reason = index_damage(path)
     if reason is not None:
         deleted = []
         for entry in sorted(os.scandir(path), key=lambda e: e.name):

@@ -132,14 +132,14 @@ def _clear(cache):
 def _damaged(directory):
     """Whether the directory cache has entries that cannot be read (reads them all)."""
     from .._cache import CacheError, EmbeddingCache
-    from .._cache._repair import _index_readable, find_damage
+    from .._cache._repair import find_damage, index_damage
 
-    if _index_readable(directory) is not None:
-        return True
     try:
+        if index_damage(directory) is not None:
+            return True
         cache = EmbeddingCache(directory, read_only=True)
     except CacheError:
-        return False  # not damage: the error says what to do (a newer format...)
+        return False  # not damage: opening it for clearing says what is wrong
     try:
         with cache._lock:
             return bool(find_damage(cache)[0])
