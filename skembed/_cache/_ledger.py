@@ -7,7 +7,7 @@ record in the state room ``namespaces/`` (the model name, the width and a count;
 namespace itself, with its endpoint, is kept as a digest only). ``skembed cache info``
 lists the largest ones (:func:`largest_namespaces`). The counts are of vectors written
 since the last clear, scaled down when eviction left fewer entries of a width: an
-estimate, and cheap (one small file per call, never a scan).
+estimate, and cheap (one small file replaced per call, not fsynced; never a scan).
 
 After writing, a call to the *default* cache (:func:`~skembed._cache.default_cache_dir`)
 compares the size of its index and vector files (a ``stat`` per file) with
@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import warnings
 
 from ._base import CacheError, CacheWarning, default_cache_dir, lock_name
+from ._files import StateFile
 
 __all__ = ["DEFAULT_NOTICE_BYTES", "NOTICE_ENV", "largest_namespaces", "note_written"]
 
@@ -55,8 +57,27 @@ def note_written(cache, namespace, model, dim, n_written):
         tally = _read_json(blob) or {}
         count = int(tally.get("count", 0)) if tally.get("dim") == dim else 0
         record = {"model": str(model), "dim": int(dim), "count": count + int(n_written)}
-        blob.write(json.dumps(record).encode())
+        _write_quickly(blob, json.dumps(record).encode())
         _maybe_notice(cache)
+
+
+def _write_quickly(blob, data):
+    """Replace a tally atomically, without the fsync of resumable state: a tally lost
+    to a power cut costs an estimate, not money, and the fsync would double the cost."""
+    if not isinstance(blob, StateFile):
+        blob.write(data)
+        return
+    directory = os.path.dirname(blob.location)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, blob.location)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def notice_bytes():
