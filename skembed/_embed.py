@@ -24,6 +24,7 @@ import numpy as np
 
 from ._cache import cache_key
 from ._cache._base import width_conflict, width_state
+from ._cache._ledger import note_written
 from ._spending import Spending, format_usd, model_name
 from ._validation import describe_rows
 from .backends import EmbeddingError
@@ -176,6 +177,9 @@ def embed_texts(
     finally:
         # Also when failing: what was sent is paid for, and must show in the reports.
         report = job.report(len(texts), time.perf_counter() - start)
+        # Which model the cache's new vectors belong to (it sees digests only), and a
+        # one-time notice if the default cache grew past its size.
+        note_written(cache, job.namespace, report.model, backend.n_dimensions, job.n_stored)
         _log(report, type(backend).__name__, failed)
         _publish(report)
     # Without duplicates the distinct texts are the rows, in order: no copy needed.
@@ -214,6 +218,7 @@ class _Job:
         self.keys = None
         self.n_sent = 0  # distinct texts handed to the backend
         self.n_cache_hits = 0  # distinct texts read from the cache
+        self.n_stored = 0  # vectors written to the cache
         self.fetching = np.arange(0)  # positions being fetched (to name rows on error)
 
     def report(self, n_rows, seconds):
@@ -312,6 +317,7 @@ class _Job:
             rows = todo[positions]
             if self.cache is not None:
                 self.cache.put([self.keys[i] for i in rows], batch)
+                self.n_stored += len(rows)
             if vectors is not None:
                 vectors[rows] = batch
 

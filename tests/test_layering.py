@@ -66,7 +66,14 @@ PLUMBING = [
 ]
 # Neither: the package's lazy front door, the command line, the data loaders, and the
 # Dask helper (it calls an estimator's transform, through the estimator it is given).
-ENTRY_POINTS = ["skembed", "skembed.__main__", "skembed.datasets", "skembed._dask"]
+ENTRY_POINTS = [
+    "skembed",
+    "skembed.__main__",
+    "skembed.datasets",
+    "skembed._dask",
+    "skembed._cli",  # the command line: one module per command
+    "skembed._cli.*",
+]
 
 
 # -- the import graph -------------------------------------------------------------------

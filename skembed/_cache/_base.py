@@ -30,6 +30,7 @@ from .._fork import keep_inherited
 
 __all__ = [
     "KEY_SIZE",
+    "VECTOR_ROOMS",
     "WIDTHS_ROOM",
     "CacheCorruptionError",
     "CacheError",
@@ -288,6 +289,9 @@ class StateBlob(abc.ABC):
 #: The room of :meth:`CacheStore.record_width`'s records; :meth:`CacheStore.clear` empties
 #: it with the vectors whose width it records.
 WIDTHS_ROOM = "widths"
+#: Rooms of state that describe the vectors, deleted with them by ``clear``: the widths,
+#: the per-namespace tallies and the size notice's mark (``_ledger``).
+VECTOR_ROOMS = (WIDTHS_ROOM, "namespaces", "notices")
 
 
 def width_state(namespace):

@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from ._base import (
-    WIDTHS_ROOM,
+    VECTOR_ROOMS,
     CacheCorruptionError,
     CacheError,
     CacheStore,
@@ -440,12 +440,11 @@ class EmbeddingCache(LRUEviction, CacheStore):
             raise self._damaged_index(exc) from exc
 
     def _damaged_index(self, exc):
-        # 'cache clear' needs a readable index, so it cannot be the advice here.
         return CacheCorruptionError(
-            f"The embedding cache index {self._index_path} is damaged ({exc}). Delete "
-            f"the directory {self.path} (or only that file: the cache then starts "
-            "empty and the next 'python -m skembed cache clear' removes the old "
-            "vector files).",
+            f"The embedding cache index {self._index_path} is damaged ({exc}). Run "
+            f"'python -m skembed cache clear --dir {self.path}': nothing can be read "
+            "without the index, so it deletes the index and the vector files, and the "
+            f"cache starts empty (or delete the directory {self.path}).",
             self._index_path,
         )
 
@@ -984,8 +983,10 @@ class EmbeddingCache(LRUEviction, CacheStore):
                 self._refresh_files()
                 self._remove_unlisted_files()
                 self._shrink_index()
-                # The widths describe the vectors just deleted (resumable state stays).
-                shutil.rmtree(os.path.join(self.path, WIDTHS_ROOM), ignore_errors=True)
+                # The widths (and tallies) describe the vectors just deleted (resumable
+                # state stays).
+                for room in VECTOR_ROOMS:
+                    shutil.rmtree(os.path.join(self.path, room), ignore_errors=True)
 
     def _state(self, parts):
         room = parts[0]

@@ -37,7 +37,7 @@ import numpy as np
 from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
 from ._base import (
     KEY_SIZE,
-    WIDTHS_ROOM,
+    VECTOR_ROOMS,
     CacheCorruptionError,
     CacheError,
     CacheStore,
@@ -663,7 +663,8 @@ class RedisEmbeddingCache(CacheStore):
         client = self._redis()
         prefix = _glob_escape(self.prefix)
         with self._lock, self._errors():
-            for pattern in (f"{prefix}:e:*", f"{prefix}:state:{WIDTHS_ROOM}/*"):
+            rooms = [f"{prefix}:state:{room}/*" for room in VECTOR_ROOMS]
+            for pattern in (f"{prefix}:e:*", *rooms):
                 for names in self._scan(client, pattern):
                     client.unlink(*names)
             client.delete(self._stats_key)

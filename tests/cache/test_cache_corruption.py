@@ -70,11 +70,14 @@ def test_truncated_index_names_it_and_deleting_it_starts_an_empty_cache(filled):
     with pytest.raises(CacheCorruptionError, match="is damaged") as info:
         read_all(filled)
     assert info.value.path == str(index)
-    assert f"Delete the directory {filled}" in str(info.value)
-    # 'cache clear' needs a readable index: the message must not send users there first.
-    assert skembed_cli("cache", "clear", "--dir", filled).returncode == 1
-    # Following the advice: without its index, the cache starts empty (every key a
-    # miss, to be fetched again), and the next clear removes the orphaned vector file.
+    assert f"python -m skembed cache clear --dir {filled}" in str(info.value)
+    assert f"delete the directory {filled}" in str(info.value)
+    # Following the advice: the index and the vector files it pointed at go, and the
+    # cache starts empty (every key a miss, to be fetched again).
+    orphan = vector_file(filled)
+    assert_starts_over_after_clear(filled)
+    assert not orphan.exists()
+    # Deleting only the index works too: the next clear removes the orphaned file.
     orphan = vector_file(filled)
     index.unlink()
     found, _ = read_all(filled)
@@ -194,9 +197,10 @@ def test_transformer_refuses_a_damaged_cache_before_sending_anything(fake_server
         embedder.transform(texts)
     assert info.value.path == str(path)
     assert fake_server.stats(texts=False)["requests"] == 0
-    # The advice in the message repairs it; the re-run fetches everything again.
+    # The advice in the message repairs it, keeping what reads back: the re-run pays
+    # again for the damaged vector only.
     assert skembed_cli("cache", "clear", "--dir", cache).returncode == 0
     X = embedder.transform(texts)
     want = np.stack([expected_vector("text-embedding-3-small", text) for text in texts])
     np.testing.assert_allclose(X, want, atol=1e-6)
-    assert fake_server.stats(texts=False)["inputs"] == len(texts)
+    assert fake_server.stats()["text_counts"] == {texts[7]: 1}
