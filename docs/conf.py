@@ -105,8 +105,9 @@ def _skip_foreign_member(app, what, name, obj, skip, options):
 
 # -- every executed example draws its results ------------------------------------------
 
-# Examples that show something other than a measurement, and so may draw nothing.
-FIGURE_FREE_EXAMPLES = {"plot_17_command_line.py"}
+# Examples that show something other than a measurement, and so may draw nothing
+# (none today: every example draws what it shows).
+FIGURE_FREE_EXAMPLES = set()
 
 
 def gallery_figure_counts(examples_dir, gallery_dir):

@@ -102,6 +102,7 @@ def test_the_build_warns_about_an_example_without_a_figure(tmp_path, monkeypatch
             {"info": lambda self, m: None, "warning": lambda self, m: warnings.append(m)},
         )(),
     )
+    monkeypatch.setattr(conf, "FIGURE_FREE_EXAMPLES", {"plot_17_command_line.py"})
     (tmp_path / "examples").mkdir()
     (tmp_path / "docs" / "auto_examples" / "images").mkdir(parents=True)
     for name in ["plot_01_drawn.py", "plot_02_bare.py", "plot_17_command_line.py"]:
