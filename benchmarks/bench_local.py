@@ -189,6 +189,8 @@ def use_old_session_options():
     """Make this process's local backend build its session as it did before issue 17."""
     from skembed.backends import _local
 
+    if _local.onnx_session_options is _old_session_options:
+        return  # already: keep the sessions built
     _local.onnx_session_options = _old_session_options
     _local.inference_threads = lambda n_threads: n_threads
     for key in [key for key in _local._loaded if key != "tokenizer"]:
