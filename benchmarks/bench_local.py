@@ -288,7 +288,11 @@ def _summary(rates, loads):
 
 
 def contended(n_texts, repeats, spinner_counts=(0, 1, 2), grid_jobs=(1, 2)):
-    """Print texts/s quiet and contended, and inside GridSearchCV, with ratios."""
+    """Print texts/s quiet and contended, and inside GridSearchCV, with ratios.
+
+    Each repeat runs every condition once (so an interrupted run, Ctrl-C, still reports
+    whole repeats); every trial is printed as it ends.
+    """
     # joblib's workers must import this module to unpickle OldOptionsTransformer.
     here = os.path.dirname(os.path.abspath(__file__))
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -297,66 +301,97 @@ def contended(n_texts, repeats, spinner_counts=(0, 1, 2), grid_jobs=(1, 2)):
     sys.path.insert(0, here)
     texts, labels = clothing_texts(n_texts)
     rates = {(m, k): [] for k in spinner_counts for m in CONTENDED_METHODS}
+    grid_rates = {(m, j): [] for j in grid_jobs for m in ("backend-old", "backend")}
     loads = {key: [] for key in rates}
-    vectors = {}
-    for _ in range(repeats):
-        for n_spinners in spinner_counts:
-            for method in CONTENDED_METHODS:
-                loads[method, n_spinners].append(os.getloadavg()[0])
-                spinners = start_spinners(n_spinners)
-                try:
-                    seconds, vectors[method] = _in_fresh_process(contended_trial, method, texts)
-                finally:
-                    stop_spinners(spinners)
-                rates[method, n_spinners].append(len(texts) / seconds)
+    grid_loads = {key: [] for key in grid_rates}
+    vectors, scores = {}, {}
+    try:
+        for repeat in range(repeats):
+            for n_spinners in spinner_counts:
+                for method in CONTENDED_METHODS:
+                    load = os.getloadavg()[0]
+                    spinners = start_spinners(n_spinners)
+                    try:
+                        seconds, vectors[method] = _in_fresh_process(contended_trial, method, texts)
+                    finally:
+                        stop_spinners(spinners)
+                    loads[method, n_spinners].append(load)
+                    rates[method, n_spinners].append(len(texts) / seconds)
+                    print(
+                        f"trial {repeat}: {method}, {n_spinners} competing: "
+                        f"{len(texts) / seconds:.1f} texts/s, load {load:.1f}",
+                        flush=True,
+                    )
+            for n_jobs in grid_jobs:
+                for method in ("backend-old", "backend"):
+                    load = os.getloadavg()[0]
+                    seconds, n_embedded, scores[method, n_jobs] = _in_fresh_process(
+                        grid_search_trial, method, n_jobs, texts, labels
+                    )
+                    grid_loads[method, n_jobs].append(load)
+                    grid_rates[method, n_jobs].append(n_embedded / seconds)
+                    print(
+                        f"trial {repeat}: GridSearchCV {method}, n_jobs={n_jobs}: "
+                        f"{n_embedded / seconds:.1f} texts/s, load {load:.1f}",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print("interrupted: the summary covers the trials that ended", flush=True)
+    _print_contended(
+        texts, rates, grid_rates, loads, grid_loads, vectors, scores, spinner_counts, grid_jobs
+    )
+
+
+def _median_ratio(numerator, denominator):
+    if not numerator or not denominator:
+        return float("nan")
+    return statistics.median(numerator) / statistics.median(denominator)
+
+
+def _print_contended(
+    texts, rates, grid_rates, loads, grid_loads, vectors, scores, spinner_counts, grid_jobs
+):
+    n_trials = min(len(r) for r in [*rates.values(), *grid_rates.values()])
     print(
         f"{len(texts)} clothing reviews, batch {BATCH_SIZE}, max_length {MAX_LENGTH}, "
-        f"{os.cpu_count()} CPUs, no cache, median of {repeats} trials (fresh process each); "
-        "load = 1-minute load average before the trials (spinners not yet counted)"
+        f"{os.cpu_count()} CPUs, no cache, median of {n_trials}+ trials (fresh process "
+        "each); load = 1-minute load average before the trials (spinners not counted)"
     )
     for method in CONTENDED_METHODS:
-        quiet = statistics.median(rates[method, 0]) if 0 in spinner_counts else None
         for n_spinners in spinner_counts:
+            if not rates[method, n_spinners]:
+                continue
             ratio = ""
-            if quiet and n_spinners:
-                ratio = f"  {statistics.median(rates[method, n_spinners]) / quiet:.2f}x quiet"
+            if n_spinners:
+                ratio = f"  {_median_ratio(rates[method, n_spinners], rates[method, 0]):.2f}x quiet"
             print(
                 f"{method:>11}, {n_spinners} competing: "
                 f"{_summary(rates[method, n_spinners], loads[method, n_spinners])}{ratio}"
             )
     for method in ("backend-old", "backend"):
-        cosines = np.sum(vectors["reference"] * vectors[method], axis=1)
-        print(f"min cosine {method} vs reference: {cosines.min():.6f}")
+        if method in vectors and "reference" in vectors:
+            cosines = np.sum(vectors["reference"] * vectors[method], axis=1)
+            print(f"min cosine {method} vs reference: {cosines.min():.6f}")
     for n_spinners in spinner_counts:
-        new = statistics.median(rates["backend", n_spinners])
+        new = rates["backend", n_spinners]
         print(
             f"{n_spinners} competing: backend / backend-old "
-            f"{new / statistics.median(rates['backend-old', n_spinners]):.2f}x, "
-            f"backend / reference {new / statistics.median(rates['reference', n_spinners]):.2f}x"
+            f"{_median_ratio(new, rates['backend-old', n_spinners]):.2f}x, "
+            f"backend / reference {_median_ratio(new, rates['reference', n_spinners]):.2f}x"
         )
-
-    grid_rates = {(m, j): [] for j in grid_jobs for m in ("backend-old", "backend")}
-    grid_loads = {key: [] for key in grid_rates}
-    scores = {}
-    for _ in range(repeats):
-        for n_jobs in grid_jobs:
-            for method in ("backend-old", "backend"):
-                grid_loads[method, n_jobs].append(os.getloadavg()[0])
-                seconds, n_embedded, scores[method, n_jobs] = _in_fresh_process(
-                    grid_search_trial, method, n_jobs, texts, labels
-                )
-                grid_rates[method, n_jobs].append(n_embedded / seconds)
     print(
         "GridSearchCV (2 folds x 2 candidates, refit off, cache off), texts embedded per "
         "second of the whole search:"
     )
     for method in ("backend-old", "backend"):
         for n_jobs in grid_jobs:
+            if not grid_rates[method, n_jobs]:
+                continue
             ratio = ""
             if n_jobs != grid_jobs[0]:
-                base = statistics.median(grid_rates[method, grid_jobs[0]])
+                base = grid_rates[method, grid_jobs[0]]
                 ratio = (
-                    f"  {statistics.median(grid_rates[method, n_jobs]) / base:.2f}x "
+                    f"  {_median_ratio(grid_rates[method, n_jobs], base):.2f}x "
                     f"n_jobs={grid_jobs[0]}"
                 )
             print(
