@@ -26,6 +26,7 @@ import numpy as np
 
 from .._math import normalize_rows
 from ._base import InputTooLongError, RequestMeter, ResultCallback
+from ._threads import inference_threads, onnx_session_options
 
 __all__ = ["LocalBackend"]
 
@@ -59,7 +60,7 @@ _PREFIX_CHARS = 65536
 _PREFIX_CHARS_PER_PIECE = 16
 
 _lock = threading.Lock()
-# Built on first use, once per process: "tokenizer" -> _Tokenizer, n_threads -> _Model.
+# Built on first use, once per process: "tokenizer" -> _Tokenizer, thread count -> _Model.
 _loaded = {}
 
 
@@ -120,19 +121,20 @@ class _Tokenizer:
 
 def _get_model(n_threads):
     _verified_model()  # cheap after the first call; keeps the check in front of every use
+    # Keyed by the resolved count: a forked worker whose thread limit differs builds its own.
+    threads = inference_threads(n_threads)
     with _lock:
-        model = _loaded.get(n_threads)
+        model = _loaded.get(threads)
         if model is None:
-            model = _loaded[n_threads] = _build_model(n_threads)
+            model = _loaded[threads] = _build_model(threads)
     return model
 
 
 def _build_model(n_threads):
     ort = _require("onnxruntime")
     path, _ = _verified_model()
-    options = ort.SessionOptions()
-    if n_threads is not None:
-        options.intra_op_num_threads = n_threads
+    # Threads that sleep rather than spin, as many as this process may use (_threads.py).
+    options = onnx_session_options(ort, inference_threads(n_threads))
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     input_names = tuple(node.name for node in session.get_inputs())
     unknown = set(input_names) - {"input_ids", "attention_mask", "token_type_ids"}
@@ -210,8 +212,9 @@ class LocalBackend:
         carries little padding, and a run also holds at most 512 tokens (padding
         included), which is faster on a CPU and keeps memory bounded.
     n_threads : int or None
-        onnxruntime's ``intra_op_num_threads``; ``None`` lets onnxruntime choose
-        (one thread per physical core).
+        onnxruntime's ``intra_op_num_threads``; ``None`` chooses the CPUs this process
+        may use, at most a joblib worker's or ``OMP_NUM_THREADS``'s limit (see
+        ``skembed/backends/_threads.py``). Threads never spin.
     progress : bool
         Show a tqdm progress bar.
 

@@ -1,0 +1,162 @@
+"""How many threads the local model runs on, and the onnxruntime options that go with it.
+
+onnxruntime, left to itself, starts one thread per physical core and keeps them spinning
+between operators. On a machine that other processes also use, a spinning thread burns
+the time slice a busy neighbour needs, and an operator waits for its slowest thread: the
+issue behind this module measured 0.54x of the quiet throughput with one competing
+process and 0.38x with two. Inside ``GridSearchCV(n_jobs=k)`` each joblib worker is such a
+neighbour of the others. So:
+
+- threads do not spin (they sleep when an operator is done);
+- without an explicit ``n_threads``, the count is the CPUs this process may use (its
+  affinity mask, bounded by a cgroup CPU quota), lowered to the limit that joblib's
+  workers, ``joblib.parallel_config(inner_max_num_threads=...)`` or the user set in the
+  threadpoolctl-style variables (``OMP_NUM_THREADS``, then ``MKL_NUM_THREADS``,
+  ``OPENBLAS_NUM_THREADS``): loky sets these to ``cpu_count // n_jobs`` in each worker,
+  which is what keeps k workers from starting k times as many threads as there are cores.
+
+``docs/local_model.rst`` ("Busy machines and n_jobs") has the measured figures.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral
+
+__all__ = ["inference_threads", "onnx_session_options"]
+
+#: Read in this order; the first one set to a valid count is the limit. joblib's loky
+#: workers set all of them (to ``inner_max_num_threads`` or ``cpu_count // n_jobs``).
+THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_CGROUP_V2_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+_CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+_CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
+
+
+def inference_threads(n_threads=None, environ=None):
+    """The number of intra-op threads the local model runs on.
+
+    Parameters
+    ----------
+    n_threads : int or None, default=None
+        An explicit count, returned as it is. ``None`` chooses: the CPUs available to
+        this process, at most the first valid limit among ``OMP_NUM_THREADS``,
+        ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS``.
+    environ : mapping, default=None
+        The environment to read the limits from; ``os.environ`` if ``None``.
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Warns
+    -----
+    RuntimeWarning
+        When a limit variable holds something other than a positive integer: it is
+        ignored, and the message names the variable, its value and what is used instead.
+
+    Examples
+    --------
+    >>> from skembed.backends._threads import inference_threads
+    >>> inference_threads(3)
+    3
+    >>> inference_threads(environ={"OMP_NUM_THREADS": "1"})
+    1
+    """
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or not isinstance(n_threads, Integral) or n_threads < 1:
+            raise ValueError(f"n_threads must be an int >= 1 or None; got {n_threads!r}.")
+        return int(n_threads)
+    available = available_cpus()
+    limit = _env_limit(os.environ if environ is None else environ, available)
+    return max(1, min(available, limit) if limit is not None else available)
+
+
+def available_cpus():
+    """CPUs this process may run on: its affinity mask, bounded by a cgroup CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        count = min(count, quota)
+    return max(1, count)
+
+
+def _cgroup_quota():
+    """Whole CPUs a cgroup CPU quota allows (rounded up), or ``None`` without one."""
+    try:
+        with open(_CGROUP_V2_CPU_MAX) as handle:
+            quota, period = handle.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(_CGROUP_V1_QUOTA) as q, open(_CGROUP_V1_PERIOD) as p:
+                quota, period = q.read().strip(), p.read().strip()
+        except (OSError, ValueError):
+            return None
+    try:
+        quota, period = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def _env_limit(environ, available):
+    for name in THREAD_LIMIT_VARIABLES:
+        raw = environ.get(name)
+        if raw is None or not raw.strip():
+            continue
+        # OMP_NUM_THREADS may list one count per nesting level ("4,2"): the first is ours.
+        first = raw.split(",")[0].strip()
+        try:
+            value = int(first)
+        except ValueError:
+            value = 0
+        if value >= 1:
+            return value
+        warnings.warn(
+            f"{name}={raw!r} is not a positive integer; the local model ignores it and "
+            f"reads the next limit, or uses the {available} CPU(s) available.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return None
+
+
+def onnx_session_options(ort, n_threads):
+    """onnxruntime ``SessionOptions`` for ``n_threads`` intra-op threads that do not spin.
+
+    Parameters
+    ----------
+    ort : module
+        The imported ``onnxruntime``.
+    n_threads : int
+        Intra-op threads (see :func:`inference_threads`).
+
+    Returns
+    -------
+    onnxruntime.SessionOptions
+        Sequential execution (one inter-op thread), ``n_threads`` intra-op threads,
+        spinning off for both pools.
+
+    Examples
+    --------
+    >>> import onnxruntime as ort
+    >>> from skembed.backends._threads import onnx_session_options
+    >>> options = onnx_session_options(ort, 2)
+    >>> options.intra_op_num_threads, options.get_session_config_entry(
+    ...     "session.intra_op.allow_spinning")
+    (2, '0')
+    """
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(n_threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
