@@ -18,12 +18,13 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._cache import cache_key
-from ._cache._base import width_conflict, width_state
+from ._cache._base import key_array, width_conflict, width_state
 from ._cache._ledger import note_written
 from ._spending import Spending, format_usd, model_name
 from ._validation import describe_rows
@@ -32,6 +33,15 @@ from .backends import EmbeddingError
 __all__ = ["EmbeddingReport", "cached_mask", "embed_texts", "report_listener"]
 
 logger = logging.getLogger("skembed")
+
+#: Seconds a claim on a text lasts unless renewed (a third of it between renewals):
+#: how long a dead worker's texts wait before another worker takes them over.
+CLAIM_SECONDS = 30.0
+# Waiting for texts another worker is fetching: the first pause between looks, the
+# pause while it stores some at every look, and the longest.
+_FIRST_WAIT = 0.02
+_PROGRESS_WAIT = 0.05
+_MAX_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -260,15 +270,65 @@ class _Job:
             # parallel than waited for.
             self._fetch(todo, vectors)
             return vectors
-        # Hold the cross-process lock while fetching: a parallel fold waiting on it
-        # then finds our results in the cache instead of paying for them again.
-        with self.cache.lock(self.namespace):
-            found, cached = self.cache.get([self.keys[i] for i in todo], dim, count=False)
-            vectors[todo[found]] = cached[found]
-            self.n_cache_hits += int(found.sum())
-            if not found.all():
-                self._fetch(todo[~found], vectors)
+        self._fetch_unclaimed(todo, vectors, dim)
         return vectors
+
+    def _fetch_unclaimed(self, todo, vectors, dim):
+        """Fetch the misses ``todo`` no other worker is fetching; wait only for the rest.
+
+        Each round claims what it can (``CacheStore.claims``), then reads the cache for
+        the claimed texts, then fetches what is still missing: an owner stores a vector
+        before it releases the claim, so a text stored and let go between our first
+        read and our claim is found by the read after it, never paid twice. Texts
+        claimed by others are read from the cache once their owner has stored them,
+        or claimed here when their owner let them go without (it failed) or died (its
+        claims lapsed).
+        """
+        claims = self.cache.claims()
+        owner = uuid.uuid4().hex[:16]  # this job; 64 random bits tell it from any other
+        keys = key_array([self.keys[i] for i in todo])
+        pending = np.arange(len(todo))  # into todo and keys
+        delay = _FIRST_WAIT
+        with _Renewal(claims, owner) as renewal:
+            while pending.size:
+                mine = claims.take(keys[pending], owner, CLAIM_SECONDS)
+                ours = pending[mine]
+                if ours.size:
+                    held = keys[ours]
+                    renewal.hold(held)
+                    try:
+                        self._read(todo[ours], held, vectors, dim, missing=True)
+                    except BaseException:
+                        # The error that stopped the fetch is the one to see; claims
+                        # that cannot be released lapse.
+                        with contextlib.suppress(Exception):
+                            claims.release(held, owner)
+                        raise
+                    else:
+                        claims.release(held, owner)
+                    finally:
+                        renewal.drop(held)
+                    delay = _FIRST_WAIT
+                theirs = pending[~mine]
+                if theirs.size and not ours.size:
+                    time.sleep(delay)  # all claimed by others: give them time
+                if theirs.size:
+                    found = self._read(todo[theirs], keys[theirs], vectors, dim)
+                    # Look again soon while their owners make progress, less and less
+                    # often while they do not (a long Batch API job).
+                    delay = _PROGRESS_WAIT if found.any() else min(2 * delay, _MAX_WAIT)
+                    theirs = theirs[~found]
+                pending = theirs
+
+    def _read(self, positions, keys, vectors, dim, *, missing=False):
+        """Fill ``vectors`` from the cache at ``positions``; with ``missing``, fetch the
+        others. Return which were found."""
+        found, cached = self.cache.get(keys, dim, count=False)
+        vectors[positions[found]] = cached[found]
+        self.n_cache_hits += int(found.sum())
+        if missing and not found.all():
+            self._fetch(positions[~found], vectors)
+        return found
 
     def _learn_width(self):
         """The width of a model the registry does not know: from the cache, or paid for.
@@ -322,6 +382,45 @@ class _Job:
                 vectors[rows] = batch
 
         return on_result
+
+
+class _Renewal:
+    """Renew a job's claims while they are held (a thread), so that only a dead job's
+    claims lapse."""
+
+    def __init__(self, claims, owner):
+        self.claims = claims
+        self.owner = owner
+        self.held = {}  # id -> keys array
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="skembed-claims", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def hold(self, keys):
+        with self._lock:
+            self.held[id(keys)] = keys
+
+    def drop(self, keys):
+        with self._lock:
+            self.held.pop(id(keys), None)
+
+    def _run(self):
+        while not self._stop.wait(CLAIM_SECONDS / 3):
+            with self._lock:
+                held = list(self.held.values())
+            for keys in held:
+                # A failed renewal only risks paying twice if this job then stalls for
+                # a whole CLAIM_SECONDS; the next round tries again.
+                with contextlib.suppress(Exception):
+                    self.claims.renew(keys, self.owner, CLAIM_SECONDS)
 
 
 def _name_user_rows(error, todo, inverse, user_rows=None, describe=None):

@@ -236,7 +236,7 @@ def test_four_concurrent_jobs_share_one_cache(fake_server, tmp_path):
     )
     texts = texts_of(0, 1200)
     stats = fake_server.stats()
-    # The namespace lock makes a job wait for another's fetch instead of paying again.
+    # Claims make a job wait for another's fetch of a shared text instead of paying again.
     assert stats["times_embedded_max"] == 1 and stats["inputs"] == len(texts)
     namespace = (
         OpenAIEmbeddingTransformer(base_url=fake_server.base_url, dimensions=DIM)

@@ -543,6 +543,14 @@ class CacheStore(abc.ABC):
     # -- management --------------------------------------------------------------------
 
     @abc.abstractmethod
+    def claims(self):
+        """The per-text claims of the workers filling this store (a ``Claims``).
+
+        A worker claims the texts it is about to pay for, and others wait only for
+        those (see :mod:`skembed._cache._claims`).
+        """
+
+    @abc.abstractmethod
     def lock(self, namespace):
         """Exclusive lock on ``namespace`` across processes and threads (a context manager)."""
 

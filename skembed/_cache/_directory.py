@@ -55,6 +55,7 @@ from ._base import (
     default_cache_dir,
     lock_name,
 )
+from ._claims import SQLiteClaims
 from ._digests import RowCheck, row_digests
 from ._eviction import LRUEviction
 from ._files import (
@@ -246,6 +247,7 @@ class EmbeddingCache(LRUEviction, CacheStore):
         self._format = FORMAT_VERSION  # of the open index (1: read as written, read-only)
         # Why this handle does not write its directory, and the cache it writes instead.
         self._read_only_reason = self._fallback = None
+        self._claims = None
 
     # -- opening ------------------------------------------------------------------
 
@@ -877,6 +879,22 @@ class EmbeddingCache(LRUEviction, CacheStore):
                     os.unlink(entry.path)
 
     # -- management ---------------------------------------------------------------
+
+    def claims(self):
+        """Per-text claims of this directory's processes, in ``locks/claims.sqlite3``.
+
+        A read-only directory's are its temporary cache's: no other process can store
+        what it fetches there, so there is nothing to wait for.
+        """
+        with self._lock:
+            self._ensure_open()
+            if self._read_only_reason is not None:
+                return self._fallback.claims()
+            if self._claims is None:
+                locks = os.path.join(self.path, _LOCK_DIR)
+                os.makedirs(locks, mode=0o700, exist_ok=True)
+                self._claims = SQLiteClaims(os.path.join(locks, "claims.sqlite3"), self.path)
+            return self._claims
 
     @contextlib.contextmanager
     def lock(self, namespace):

@@ -44,6 +44,7 @@ from ._base import (
     StateBlob,
     lock_name,
 )
+from ._claims import RedisClaims
 from ._digests import legacy_row_sums, row_digests, salts_of
 
 __all__ = ["RedisEmbeddingCache", "cache_from_url"]
@@ -535,6 +536,10 @@ class RedisEmbeddingCache(CacheStore):
                     self._refuse(value, dim, position, names[refused - 1])
 
     # -- management -------------------------------------------------------------------
+
+    def claims(self):
+        """Per-text claims as expiring keys ``<prefix>:claim:<hex>`` (a ``RedisClaims``)."""
+        return RedisClaims(self)
 
     @contextlib.contextmanager
     def lock(self, namespace):

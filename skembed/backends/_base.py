@@ -61,9 +61,10 @@ class EmbeddingBackend(Protocol):
         Whether embedding costs money per text (tokens billed by a service). If so,
         the job counts the tokens with ``count_billed_tokens`` and checks every budget
         before sending, passes ``embed`` a :class:`RequestMeter`, and processes
-        sharing a cache take turns under its lock so that each text is paid once. A
-        free backend (the local model) is never metered, and processes fetch their
-        cache misses in parallel (see ``skembed._embed``).
+        sharing a cache claim the texts they fetch (others wait only for those) so
+        that each text is paid once. A free backend (the local model) is never
+        metered nor claimed for: processes fetch their cache misses in parallel (see
+        ``skembed._embed``).
     usd_per_million_tokens : float or None
         Price of the tokens ``embed`` sends; ``None`` when unknown, ``0.0`` when free.
     resumable : bool
