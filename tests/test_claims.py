@@ -241,3 +241,22 @@ def test_random_kills_pay_twice_only_what_was_in_flight_and_lose_nothing(
     survivors = {t for w in range(n_workers) if w not in doomed for t in sets[w]}
     assert not resent & survivors
     assert resent <= {t for w in doomed for t in sets[w]}
+
+
+def test_claims_held_through_a_long_fetch_are_renewed_not_taken_over(
+    fake_server, tmp_path, monkeypatch
+):
+    # Requests slower than a claim's life: only the renewals keep the second worker
+    # waiting instead of paying again.
+    monkeypatch.setattr(_embed, "CLAIM_SECONDS", 0.3)
+    fake_server.configure(latency=1.2)
+    cache = EmbeddingCache(tmp_path / "cache")
+    texts = [f"slow text {i}" for i in range(8)]
+    first = threading.Thread(target=make(fake_server, cache).transform, args=(texts,))
+    first.start()
+    time.sleep(0.4)  # the first worker's claims are taken and older than CLAIM_SECONDS
+    np.testing.assert_allclose(
+        make(fake_server, cache).transform(texts), expected(texts), atol=1e-6
+    )
+    first.join()
+    assert fake_server.stats()["text_counts"] == {t: 1 for t in texts}
