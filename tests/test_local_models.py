@@ -227,6 +227,7 @@ def test_warns_once_per_process_and_model(fresh_warnings):
         english.transform(cjk)
     assert len(record) == 1
     assert "local_models()" in str(record[0].message)
+    assert record[0].filename == __file__  # points at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error", LanguageWarning)
         english.transform(cjk[:3])  # already warned for this model

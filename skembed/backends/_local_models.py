@@ -8,6 +8,8 @@ users choose it by (languages, size, speed). Backends read their facts from here
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -198,5 +200,20 @@ def warn_if_unsupported_script(spec, texts):
         f"little meaning. For Chinese, Japanese, Korean and other languages use {choice}; "
         "skembed.local_models() lists the models.",
         LanguageWarning,
-        stacklevel=4,
+        stacklevel=_caller_level(),
     )
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside skembed and scikit-learn (the
+    user's call), whichever path led here."""
+    import sklearn
+
+    inside = (
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        os.path.dirname(os.path.abspath(sklearn.__file__)),
+    )
+    frame, level = sys._getframe(1), 1  # level 1 = warn_if_unsupported_script
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
