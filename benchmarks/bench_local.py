@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/bench_local.py [--n-sentences 2000] [--repeats 3]
     python benchmarks/bench_local.py --accuracy
+    python benchmarks/bench_local.py --multilingual   # see bench_multilingual.py
 """
 
 from __future__ import annotations
@@ -153,7 +154,15 @@ def main():
     parser.add_argument("--n-sentences", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--accuracy", action="store_true", help="measure BBC accuracy instead")
+    parser.add_argument(
+        "--multilingual", action="store_true", help="multilingual vs English model instead"
+    )
     args = parser.parse_args()
+    if args.multilingual:
+        from bench_multilingual import main as multilingual
+
+        multilingual()
+        return
     if args.accuracy:
         accuracy()
         return
