@@ -136,7 +136,18 @@ def get_model_spec(name):
 
 
 class LanguageWarning(UserWarning):
-    """Most texts of a call are in a script the local model was not trained on."""
+    """Most texts of a call are in a script the local model was not trained on.
+
+    Emitted once per process and model; it names the multilingual model.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skembed import LanguageWarning
+    >>> issubclass(LanguageWarning, UserWarning)
+    True
+    >>> warnings.filterwarnings("ignore", category=LanguageWarning)  # to silence it
+    """
 
 
 # Code point ranges of the scripts the warning looks for.
@@ -207,13 +218,13 @@ def warn_if_unsupported_script(spec, texts):
 def _caller_level():
     """The ``stacklevel`` of the first frame outside skembed and scikit-learn (the
     user's call), whichever path led here."""
-    import sklearn
+    skembed_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sklearn_dir = f"{os.sep}sklearn{os.sep}"  # its wrappers (set_output, _fit_context)
 
-    inside = (
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        os.path.dirname(os.path.abspath(sklearn.__file__)),
-    )
+    def inside(filename):
+        return filename.startswith(skembed_dir) or sklearn_dir in filename
+
     frame, level = sys._getframe(1), 1  # level 1 = warn_if_unsupported_script
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
+    while frame is not None and inside(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level
