@@ -37,6 +37,7 @@ Usage::
     python benchmarks/bench_local.py [--n-sentences 2000] [--repeats 3]
     python benchmarks/bench_local.py --accuracy
     python benchmarks/bench_local.py --contended [--n-texts 600] [--repeats 3]
+    python benchmarks/bench_local.py --multilingual   # see bench_multilingual.py
 """
 
 from __future__ import annotations
@@ -417,7 +418,15 @@ def main():
         help="measure throughput quiet, beside competing processes and in GridSearchCV",
     )
     parser.add_argument("--n-texts", type=int, default=600, help="clothing reviews (--contended)")
+    parser.add_argument(
+        "--multilingual", action="store_true", help="multilingual vs English model instead"
+    )
     args = parser.parse_args()
+    if args.multilingual:
+        from bench_multilingual import main as multilingual
+
+        multilingual()
+        return
     if args.accuracy:
         accuracy()
         return

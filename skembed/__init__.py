@@ -27,6 +27,8 @@ _PUBLIC = {
     "budget": "._spending",
     "track_usage": "._usage",
     "embed_partitions": "._dask",
+    "local_models": "._local",
+    "LanguageWarning": ".backends._local_models",
 }
 
 __all__ = sorted(_PUBLIC)

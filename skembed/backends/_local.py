@@ -26,6 +26,7 @@ import numpy as np
 
 from .._math import normalize_rows
 from ._base import InputTooLongError, RequestMeter, ResultCallback
+from ._local_models import DEFAULT_MODEL, get_model_spec, warn_if_unsupported_script
 from ._threads import inference_threads, onnx_session_options
 
 __all__ = ["LocalBackend"]
@@ -197,6 +198,9 @@ class LocalBackend:
 
     Parameters
     ----------
+    model : str
+        The registry name of the model (:mod:`skembed.backends._local_models`); this
+        backend runs the ONNX one, ``"all-MiniLM-L6-v2"``.
     max_length : int
         Longest sequence given to the model, in word-piece tokens including the
         ``[CLS]`` and ``[SEP]`` tokens. The model was trained on 256; its position
@@ -239,7 +243,8 @@ class LocalBackend:
     >>> import numpy as np
     >>> from skembed.backends._local import LocalBackend
     >>> backend = LocalBackend(
-    ...     max_length=256, long_input="truncate", batch_size=64, n_threads=None, progress=False
+    ...     model="all-MiniLM-L6-v2", max_length=256, long_input="truncate", batch_size=64,
+    ...     n_threads=None, progress=False,
     ... )
     >>> vectors = backend.embed(["A cat sits on the mat.", "Stocks fell sharply."])
     >>> vectors.shape, vectors.dtype
@@ -256,7 +261,13 @@ class LocalBackend:
     resumable = False
     usd_per_million_tokens = 0.0
 
-    def __init__(self, *, max_length, long_input, batch_size, n_threads, progress):
+    def __init__(self, *, model, max_length, long_input, batch_size, n_threads, progress):
+        spec = get_model_spec(model)
+        if spec.name != DEFAULT_MODEL:
+            raise ValueError(
+                f"LocalBackend runs the ONNX model {DEFAULT_MODEL!r}, not {model!r}; "
+                "LocalEmbeddingTransformer(model=...) picks the right backend."
+            )
         _check_integer("max_length", max_length, 3, MAX_POSITIONS)
         if long_input not in LONG_INPUT_POLICIES:
             raise ValueError(
@@ -264,6 +275,7 @@ class LocalBackend:
             )
         _check_integer("batch_size", batch_size, 1)
         _check_integer("n_threads", n_threads, 1, allow_none=True)
+        self.model = spec.name
         self.max_length = int(max_length)
         self.long_input = long_input
         self.batch_size = int(batch_size)
@@ -272,7 +284,8 @@ class LocalBackend:
 
     def __repr__(self):
         return (
-            f"LocalBackend(max_length={self.max_length}, long_input={self.long_input!r}, "
+            f"LocalBackend(model={self.model!r}, max_length={self.max_length}, "
+            f"long_input={self.long_input!r}, "
             f"batch_size={self.batch_size}, n_threads={self.n_threads}, "
             f"progress={self.progress})"
         )
@@ -306,6 +319,7 @@ class LocalBackend:
             If ``long_input="error"`` and a text is longer than ``max_length`` tokens;
             ``rows`` holds their positions in ``texts``.
         """
+        warn_if_unsupported_script(get_model_spec(self.model), texts)
         if self.long_input != "error":
             return
         width = self.max_length - 2
@@ -364,6 +378,7 @@ class LocalBackend:
         vectors = np.zeros((n_texts, N_DIMENSIONS), dtype=np.float32)
         if n_texts == 0:
             return vectors
+        warn_if_unsupported_script(get_model_spec(self.model), texts)
         tokenizer = _get_tokenizer()
         model = _get_model(self.n_threads)
         windows, owners, weights = self._windows(*self._word_pieces(tokenizer, texts))
