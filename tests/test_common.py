@@ -68,6 +68,7 @@ class Row:
     expected_failed_checks: dict = field(default_factory=dict)  # check name -> why
     # Text estimators: request -> the estimator the TEXT_CHECKS run on, with real texts.
     make: Callable | None = None
+    label: str = ""  # tells apart two rows of one estimator (another bundled model)
 
 
 TABLE = [
@@ -93,6 +94,13 @@ TABLE = [
         [LocalEmbeddingTransformer()],
         TEXT_ESTIMATOR_CHECKS,
         make=lambda request: LocalEmbeddingTransformer(),
+    ),
+    Row(
+        LocalEmbeddingTransformer,
+        [LocalEmbeddingTransformer(model="use-multilingual-v3")],
+        TEXT_ESTIMATOR_CHECKS,
+        make=lambda request: LocalEmbeddingTransformer(model="use-multilingual-v3"),
+        label="use-multilingual-v3",
     ),
     Row(
         ZeroShotEmbeddingClassifier,
@@ -192,7 +200,11 @@ def reviews():
 @pytest.mark.parametrize(
     ("row", "check"),
     [
-        pytest.param(row, check, id=f"{row.estimator.__name__}-{check.__name__}")
+        pytest.param(
+            row,
+            check,
+            id="-".join(filter(None, [row.estimator.__name__, row.label, check.__name__])),
+        )
         for row in TABLE
         if row.make is not None
         for check in TEXT_CHECKS
