@@ -18,12 +18,21 @@ similarities.
 # %%
 # The texts and the model
 # -----------------------
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 
-from skembed import LocalEmbeddingTransformer, local_models
+from skembed import LocalEmbeddingTransformer, OpenAIEmbeddingTransformer, local_models
 
+# "local" (offline) or "openai" (OpenAI's models are multilingual too; key in OPENAI_API_KEY).
+BACKEND = os.environ.get("SKEMBED_EXAMPLE_BACKEND", "local")
 MODEL = "use-multilingual-v3"  # try "all-MiniLM-L6-v2", the English default
+if BACKEND == "openai":
+    MODEL = "text-embedding-3-small"
+    embedder = OpenAIEmbeddingTransformer(model=MODEL, dimensions=256)
+else:
+    embedder = LocalEmbeddingTransformer(model=MODEL)
 
 sentences = [
     (
@@ -69,7 +78,7 @@ meaning = np.repeat(np.arange(len(sentences)), len(languages))
 language = np.tile(np.arange(len(languages)), len(sentences))
 
 print(local_models()[["dimensions", "size_mb", "licence"]].to_string())
-X = LocalEmbeddingTransformer(model=MODEL).fit_transform(texts)
+X = embedder.fit_transform(texts)
 
 # %%
 # Matching each text to its translation

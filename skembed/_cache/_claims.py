@@ -162,6 +162,9 @@ class SQLiteClaims(Claims):
         with self._lock:
             try:
                 if self._conn is None or self._pid != os.getpid():
+                    # Private like every file of the cache, whatever the umask (SQLite
+                    # gives its journal the database file's mode).
+                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
                     # A connection is never used across fork: the child opens its own.
                     self._conn = sqlite3.connect(
                         self.path, timeout=60, isolation_level=None, check_same_thread=False

@@ -885,6 +885,11 @@ class EmbeddingCache(LRUEviction, CacheStore):
 
         A read-only directory's are its temporary cache's: no other process can store
         what it fetches there, so there is nothing to wait for.
+
+        Returns
+        -------
+        Claims
+            Shared by every handle of this directory in this process.
         """
         with self._lock:
             self._ensure_open()

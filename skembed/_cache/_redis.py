@@ -538,7 +538,13 @@ class RedisEmbeddingCache(CacheStore):
     # -- management -------------------------------------------------------------------
 
     def claims(self):
-        """Per-text claims as expiring keys ``<prefix>:claim:<hex>`` (a ``RedisClaims``)."""
+        """Per-text claims as expiring keys ``<prefix>:claim:<hex>``.
+
+        Returns
+        -------
+        Claims
+            Claims through this cache's connection, prefix and error messages.
+        """
         return RedisClaims(self)
 
     @contextlib.contextmanager
