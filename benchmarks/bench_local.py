@@ -187,13 +187,15 @@ def _old_session_options(ort, n_threads):
 
 
 def use_old_session_options():
-    """Make this process's local backend build its session as it did before issue 17."""
+    """Make this process's local backend run as it did before issue 17: one session with
+    onnxruntime's default options (spinning threads, one per core), one batch at a time."""
     from skembed.backends import _local
 
     if _local.onnx_session_options is _old_session_options:
         return  # already: keep the sessions built
     _local.onnx_session_options = _old_session_options
-    _local.inference_threads = lambda n_threads: n_threads
+    _local._SESSION_THREADS = None  # onnxruntime's default thread count
+    _local.inference_threads = lambda n_threads: 1  # batches one after the other
     for key in [key for key in _local._loaded if key != "tokenizer"]:
         del _local._loaded[key]
 

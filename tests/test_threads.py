@@ -163,22 +163,140 @@ def test_session_options_do_not_spin():
         assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
 
 
-def test_the_local_model_session_uses_the_policy(monkeypatch, cpus):
+def test_the_local_model_session_runs_on_its_callers_thread(monkeypatch):
     from skembed.backends import _local
 
-    cpus(2)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for name in THREAD_LIMIT_VARIABLES[1:]:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_local, "_loaded", {})
-    for n_threads, expected in [(None, 1), (3, 3)]:
-        options = _local._get_model(n_threads).session.get_session_options()
-        assert options.intra_op_num_threads == expected
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-        assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
-    # One session per resolved count: None and an explicit 1 share it here.
-    assert _local._get_model(None) is _local._get_model(1)
-    assert sorted(_local._loaded) == [1, 3]
+    options = _local._get_model().session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert _local._get_model() is _local._get_model()  # one session per process
+
+
+def _count_concurrent_runs(monkeypatch, module):
+    """Wrap ``module._run`` to record how many runs overlap; return the record."""
+    import threading
+    import time
+
+    seen = {"now": 0, "most": 0, "threads": set()}
+    lock = threading.Lock()
+    run = module._run
+
+    def counting_run(*args):
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            seen["threads"].add(threading.get_ident())
+        try:
+            time.sleep(0.02)  # long enough for the other threads to start theirs
+            return run(*args)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(module, "_run", counting_run)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("limit", "n_threads", "expected"), [("1", None, 1), ("3", None, 3), ("1", 2, 2)]
+)
+def test_the_local_model_runs_as_many_batches_at_once_as_the_policy_says(
+    monkeypatch, cpus, limit, n_threads, expected
+):
+    from skembed.backends import _local
+    from tests._backends import local_backend
+
+    cpus(4)
+    monkeypatch.setenv("OMP_NUM_THREADS", limit)
+    seen = _count_concurrent_runs(monkeypatch, _local)
+    texts = [f"sentence {i} about {'cats' if i % 2 else 'markets'}" for i in range(40)]
+    vectors = local_backend(n_threads=n_threads, batch_size=4).embed(texts)
+    assert seen["most"] == expected
+    assert len(seen["threads"]) == expected
+    # The vectors do not depend on how many batches ran at once.
+    single = local_backend(n_threads=1, batch_size=7).embed(texts)
+    np.testing.assert_allclose(vectors, single, atol=1e-5)
+
+
+def test_a_small_call_is_split_so_that_every_thread_has_a_batch(monkeypatch, cpus):
+    from skembed.backends import _local
+    from tests._backends import local_backend
+
+    cpus(2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name in THREAD_LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    seen = _count_concurrent_runs(monkeypatch, _local)
+    local_backend(batch_size=64).embed([f"text {i}" for i in range(10)])
+    assert seen["most"] == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_map_in_threads_keeps_order_and_bounds_what_runs_ahead(seed):
+    import threading
+    import time
+
+    rng = np.random.default_rng(seed)
+    n_threads = int(rng.integers(1, 5))
+    n_items = int(rng.integers(0, 40))
+    delays = rng.uniform(0, 0.004, size=n_items)
+    started = []
+    lock = threading.Lock()
+
+    def work(i):
+        with lock:
+            started.append(i)
+        time.sleep(delays[i])
+        return i * i
+
+    before = threading.active_count()
+    results = _threads.map_in_threads(work, range(n_items), n_threads)
+    for consumed, value in enumerate(results):
+        assert value == consumed * consumed
+        with lock:  # never more than n_threads + 1 items beyond the one consumed
+            assert len(started) <= consumed + 1 + n_threads
+    assert sorted(started) == list(range(n_items))
+    assert threading.active_count() == before  # no thread outlives the call
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_map_in_threads_raises_in_order_and_stops_its_threads(seed):
+    import threading
+
+    rng = np.random.default_rng(seed)
+    n_threads = int(rng.integers(2, 5))
+    n_items = int(rng.integers(5, 30))
+    bad = int(rng.integers(0, n_items))
+    started = []
+
+    def work(i):
+        started.append(i)
+        if i == bad:
+            raise ValueError(f"item {i}")
+        return i
+
+    before = threading.active_count()
+    got = []
+    with pytest.raises(ValueError, match=f"item {bad}$"):
+        for value in _threads.map_in_threads(work, range(n_items), n_threads):
+            got.append(value)
+    assert got == list(range(bad))  # every item before the bad one, none after
+    assert len(started) <= bad + 2 + n_threads  # the rest was never started
+    assert threading.active_count() == before
+
+
+def test_map_in_threads_closed_early_cancels_the_rest():
+    import threading
+    from contextlib import closing
+
+    started = []
+    before = threading.active_count()
+    with closing(_threads.map_in_threads(started.append, range(1000), 3)) as results:
+        next(results)
+    assert len(started) <= 5
+    assert threading.active_count() == before
 
 
 def _min_cosine_to_reference(reference):

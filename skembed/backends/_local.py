@@ -7,8 +7,9 @@ last hidden states over the real (non-padding) tokens, L2-normalised, exactly as
 sentence-transformers computes it for this model.
 
 The ONNX session and the tokenizer are built on first use and shared by every backend of
-the process (one session per thread count); backends themselves hold parameters only, so
-they pickle and clone freely.
+the process; backends themselves hold parameters only, so they pickle and clone freely.
+The session runs each batch on the thread that calls it, and a call runs as many batches
+at once as the process may use CPUs (``_threads.py`` says why).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import importlib
 import threading
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -27,7 +29,7 @@ import numpy as np
 from .._math import normalize_rows
 from ._base import InputTooLongError, RequestMeter, ResultCallback
 from ._local_models import DEFAULT_MODEL, get_model_spec, warn_if_unsupported_script
-from ._threads import inference_threads, onnx_session_options
+from ._threads import inference_threads, map_in_threads, onnx_session_options
 
 __all__ = ["LocalBackend"]
 
@@ -120,22 +122,24 @@ class _Tokenizer:
     pad_id: int
 
 
-def _get_model(n_threads):
+#: Intra-op threads of the session: one, so that a run needs no pool and nothing spins;
+#: the backend runs batches side by side instead (``_threads.map_in_threads``).
+_SESSION_THREADS = 1
+
+
+def _get_model():
     _verified_model()  # cheap after the first call; keeps the check in front of every use
-    # Keyed by the resolved count: a forked worker whose thread limit differs builds its own.
-    threads = inference_threads(n_threads)
     with _lock:
-        model = _loaded.get(threads)
+        model = _loaded.get(_SESSION_THREADS)
         if model is None:
-            model = _loaded[threads] = _build_model(threads)
+            model = _loaded[_SESSION_THREADS] = _build_model(_SESSION_THREADS)
     return model
 
 
 def _build_model(n_threads):
     ort = _require("onnxruntime")
     path, _ = _verified_model()
-    # Threads that sleep rather than spin, as many as this process may use (_threads.py).
-    options = onnx_session_options(ort, inference_threads(n_threads))
+    options = onnx_session_options(ort, n_threads)
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     input_names = tuple(node.name for node in session.get_inputs())
     unknown = set(input_names) - {"input_ids", "attention_mask", "token_type_ids"}
@@ -216,9 +220,10 @@ class LocalBackend:
         carries little padding, and a run also holds at most 512 tokens (padding
         included), which is faster on a CPU and keeps memory bounded.
     n_threads : int or None
-        onnxruntime's ``intra_op_num_threads``; ``None`` chooses the CPUs this process
+        How many batches run at once, each on one thread (the session has one
+        intra-op thread, which never spins); ``None`` chooses the CPUs this process
         may use, at most a joblib worker's or ``OMP_NUM_THREADS``'s limit (see
-        ``skembed/backends/_threads.py``). Threads never spin.
+        ``skembed/backends/_threads.py``).
     progress : bool
         Show a tqdm progress bar.
 
@@ -380,7 +385,8 @@ class LocalBackend:
             return vectors
         warn_if_unsupported_script(get_model_spec(self.model), texts)
         tokenizer = _get_tokenizer()
-        model = _get_model(self.n_threads)
+        model = _get_model()
+        n_threads = inference_threads(self.n_threads)
         windows, owners, weights = self._windows(*self._word_pieces(tokenizer, texts))
 
         remaining = np.bincount(owners, minlength=n_texts)
@@ -388,14 +394,23 @@ class LocalBackend:
         # padding); longest first, so that a progress bar's rate only improves.
         lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
         order = np.argsort(-lengths, kind="stable")
+        # Enough batches for every thread: a call of 100 texts runs as 2 x 50 on 2 threads.
+        batch_size = min(self.batch_size, -(-len(windows) // n_threads))
+        batches = list(_batches(order, lengths + 2, batch_size))
+
+        def run(batch):
+            return _run(model, tokenizer, [windows[i] for i in batch])
 
         from tqdm.auto import tqdm
 
-        with tqdm(
-            total=n_texts, unit="text", desc="Embedding (local)", disable=not self.progress
-        ) as bar:
-            for batch in _batches(order, lengths + 2, self.batch_size):
-                batch_vectors = _run(model, tokenizer, [windows[i] for i in batch])
+        with (
+            tqdm(
+                total=n_texts, unit="text", desc="Embedding (local)", disable=not self.progress
+            ) as bar,
+            # closing(): an error or Ctrl-C here stops the threads before it propagates.
+            closing(map_in_threads(run, batches, n_threads)) as results,
+        ):
+            for batch, batch_vectors in zip(batches, results, strict=True):
                 batch_owners = owners[batch]
                 np.add.at(vectors, batch_owners, batch_vectors * weights[batch, None])
                 np.subtract.at(remaining, batch_owners, 1)
