@@ -234,7 +234,8 @@ class LocalBackend:
         model file's sha256, ``max_length`` and, for ``"chunk"``, the policy.
         Reading it verifies the model file.
     model_name : str
-        ``"LocalBackend"``, the name reports and usage tables give the local model.
+        ``"all-MiniLM-L6-v2"``, the name reports and usage tables give the model (the
+        name ``LocalEmbeddingTransformer(model=...)`` takes).
     n_dimensions : int
         Length of the vectors, 384.
     pays_per_text : bool
@@ -258,9 +259,9 @@ class LocalBackend:
     [1.0, 1.0]
     """
 
-    # What reports and usage tables have always called the local model (the model
-    # itself is MODEL_NAME, in the cache namespace).
-    model_name = "LocalBackend"
+    # What reports and usage tables call the model: the name users pass as ``model``
+    # (the cache namespace keeps MODEL_NAME, so existing caches still hit).
+    model_name = DEFAULT_MODEL
     n_dimensions = N_DIMENSIONS
     pays_per_text = False
     resumable = False
