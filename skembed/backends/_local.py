@@ -29,6 +29,7 @@ import numpy as np
 from .._math import normalize_rows
 from ._base import InputTooLongError, RequestMeter, ResultCallback
 from ._local_models import DEFAULT_MODEL, get_model_spec, warn_if_unsupported_script
+from ._progress import progress_bar
 from ._threads import inference_threads, map_in_threads, onnx_session_options
 
 __all__ = ["LocalBackend"]
@@ -402,12 +403,8 @@ class LocalBackend:
         def run(batch):
             return _run(model, tokenizer, [windows[i] for i in batch])
 
-        from tqdm.auto import tqdm
-
         with (
-            tqdm(
-                total=n_texts, unit="text", desc="Embedding (local)", disable=not self.progress
-            ) as bar,
+            progress_bar(n_texts, self.progress, "Embedding (local)") as bar,
             # closing(): an error or Ctrl-C here stops the threads before it propagates.
             closing(map_in_threads(run, batches, n_threads)) as results,
         ):

@@ -22,6 +22,7 @@ from .._math import normalize_rows
 from ._base import RequestMeter, ResultCallback
 from ._local import _check_integer, _file_sha256
 from ._local_models import get_model_spec, warn_if_unsupported_script
+from ._progress import progress_bar
 from ._threads import inference_threads
 
 __all__ = ["UseBackend"]
@@ -187,11 +188,7 @@ class UseBackend:
             return vectors
         warn_if_unsupported_script(spec, texts)
         engine = _get_engine(spec, self.n_threads)
-        from tqdm.auto import tqdm
-
-        with tqdm(
-            total=len(texts), unit="text", desc="Embedding (local)", disable=not self.progress
-        ) as bar:
+        with progress_bar(len(texts), self.progress, "Embedding (local)") as bar:
             for start in range(0, len(texts), _CHUNK):
                 positions = np.arange(start, min(start + _CHUNK, len(texts)))
                 chunk = [spec.prefix + texts[i] for i in positions]
