@@ -290,35 +290,39 @@ class _Job:
         pending = np.arange(len(todo))  # into todo and keys
         delay = _FIRST_WAIT
         with _Renewal(claims, owner) as renewal:
-            while pending.size:
-                mine = claims.take(keys[pending], owner, CLAIM_SECONDS)
-                ours = pending[mine]
-                if ours.size:
-                    held = keys[ours]
-                    renewal.hold(held)
-                    try:
-                        self._read(todo[ours], held, vectors, dim, missing=True)
-                    except BaseException:
-                        # The error that stopped the fetch is the one to see; claims
-                        # that cannot be released lapse.
-                        with contextlib.suppress(Exception):
-                            claims.release(held, owner)
-                        raise
-                    else:
+            try:
+                while pending.size:
+                    mine = claims.take(keys[pending], owner, CLAIM_SECONDS)
+                    ours = pending[mine]
+                    if ours.size:
+                        held = keys[ours]
+                        renewal.hold(held)
+                        try:
+                            self._read(todo[ours], held, vectors, dim, missing=True)
+                        finally:
+                            renewal.drop(held)
                         claims.release(held, owner)
-                    finally:
-                        renewal.drop(held)
-                    delay = _FIRST_WAIT
-                theirs = pending[~mine]
-                if theirs.size and not ours.size:
-                    time.sleep(delay)  # all claimed by others: give them time
-                if theirs.size:
-                    found = self._read(todo[theirs], keys[theirs], vectors, dim)
-                    # Look again soon while their owners make progress, less and less
-                    # often while they do not (a long Batch API job).
-                    delay = _PROGRESS_WAIT if found.any() else min(2 * delay, _MAX_WAIT)
-                    theirs = theirs[~found]
-                pending = theirs
+                        delay = _FIRST_WAIT
+                    theirs = pending[~mine]
+                    if theirs.size and not ours.size:
+                        time.sleep(delay)  # all claimed by others: give them time
+                    if theirs.size:
+                        found = self._read(todo[theirs], keys[theirs], vectors, dim)
+                        # Look again soon while their owners make progress, less and
+                        # less often while they do not (a long Batch API job).
+                        delay = _PROGRESS_WAIT if found.any() else min(2 * delay, _MAX_WAIT)
+                        theirs = theirs[~found]
+                    pending = theirs
+            except BaseException:
+                # Whatever stopped the job, a Ctrl-C included, and wherever it fell (also
+                # between a take and the try that releases what it took): let go of
+                # every claim this job may hold, so that other workers proceed at once
+                # instead of waiting for them to lapse. Releasing compares the owner, so
+                # texts this job never held are left alone. The error that stopped the
+                # job is the one to see; claims that cannot be released lapse.
+                with contextlib.suppress(Exception):
+                    claims.release(keys[pending], owner)
+                raise
 
     def _read(self, positions, keys, vectors, dim, *, missing=False):
         """Fill ``vectors`` from the cache at ``positions``; with ``missing``, fetch the
