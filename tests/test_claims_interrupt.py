@@ -17,6 +17,8 @@ or its cache, before or after the call (every window between two statements of t
 claim/fetch/release cycle that a signal can fall into, deterministically).
 """
 
+import ast
+import functools
 import os
 import random
 import signal
@@ -231,5 +233,78 @@ def test_an_interrupt_at_any_claims_call_leaves_no_claim_behind(
     time.sleep(0.35)  # the other worker's claims are released by now
     paid = set(fake_server.stats()["text_counts"])
     # Interrupted in the main thread, the job's threads may finish the request of each.
+    check_after_interrupt(fake_server, cache, job, paid, max_in_flight=CONCURRENCY * BATCH)
+    cache.close()
+
+
+class _InterruptAtLine:
+    """A trace of this thread that raises ``KeyboardInterrupt`` at the ``n``-th line of
+    skembed's code it runs (never, with ``n=0``: it then only counts them).
+
+    This is where a signal lands: between any two statements of the main thread (the
+    pool's threads are not traced, and a signal never runs there). A trace function
+    that raises is removed, so there is one interrupt. Not on the line of a ``with``:
+    a trace sees it again as the block ends normally, where raising would skip the
+    ``__exit__`` (a lock left held), which no signal can do there.
+    """
+
+    def __init__(self, n=0):
+        self.n = n
+        self.lines = 0
+
+    def __call__(self, frame, event, arg):
+        return self._line if frame.f_code.co_filename.startswith(_SKEMBED) else None
+
+    def _line(self, frame, event, arg):
+        if event == "line" and frame.f_lineno not in _with_lines(frame.f_code.co_filename):
+            self.lines += 1
+            if self.lines == self.n:
+                raise KeyboardInterrupt
+        return self._line
+
+    def __enter__(self):
+        sys.settrace(self)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(None)
+
+
+_SKEMBED = str(ROOT / "skembed")
+
+
+@functools.cache
+def _with_lines(filename):
+    """The lines of the ``with`` statements' headers in ``filename``."""
+    tree = ast.parse(Path(filename).read_text())
+    return frozenset(
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, ast.With)
+        for line in range(node.lineno, node.body[0].lineno)
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_an_interrupt_at_any_line_keeps_what_was_paid(fake_server, store, seed):
+    rng = random.Random(seed)
+    fake_server.configure(latency=0.02)
+    where, prefix = store
+    cache = make_cache(where, prefix)
+    embedder = OpenAIEmbeddingTransformer(base_url=fake_server.base_url, cache=cache, **params())
+    embedder.transform(["warm-up"])  # the client and the width: not part of what is counted
+    n_texts = rng.randrange(10, 100)
+    with _InterruptAtLine() as counting:  # the lines a job of that size runs
+        embedder.transform(texts(300 + seed)[:n_texts])
+    job = texts(400 + seed)[:n_texts]
+    interrupt = _InterruptAtLine(rng.randrange(1, counting.lines))
+    try:
+        with interrupt:
+            embedder.transform(job)
+    except KeyboardInterrupt:
+        pass
+    else:  # the job ran fewer lines than its twin (fewer wake-ups): not interrupted
+        assert interrupt.lines < interrupt.n
+    paid = set(fake_server.stats()["text_counts"]) & set(job)
     check_after_interrupt(fake_server, cache, job, paid, max_in_flight=CONCURRENCY * BATCH)
     cache.close()

@@ -688,17 +688,10 @@ class OpenAIBackend:
 
     # -- the whole job ------------------------------------------------------------------
 
-    def _drain(self, futures, take):
-        """Hand on the results of ``futures`` still running, for at most ``timeout`` s."""
-        deadline = time.monotonic() + self.timeout + _DRAIN_SLACK
-        running = {future for future in futures if not future.cancelled()}
-        while running:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            done, running = wait(running, timeout=left, return_when=FIRST_COMPLETED)
-            with contextlib.suppress(Exception):
-                take(done)
+    def _drain(self, futures):
+        """Wait for ``futures`` still running to end, for at most ``timeout`` s."""
+        running = [future for future in futures if not future.cancelled()]
+        wait(running, timeout=self.timeout + _DRAIN_SLACK)
 
     def _pieces(self, texts):
         """The inputs that embedding ``texts`` sends, each with its exact token count."""
@@ -790,14 +783,14 @@ class OpenAIBackend:
             min_requests=self.max_concurrency,
         )
         self.client()  # no key: fail here, before any thread starts
-        # Batches handed to on_result whose storing has not returned: an interrupt that
-        # lands in the middle of one gets them handed again before it goes on.
-        handing = []
+        # Texts whose storing has returned: an interrupt may land anywhere (inside
+        # on_result, or while an answer is half added), so what it hands on is worked
+        # out again from the requests themselves (`_hand_on_paid`), less these.
+        delivered = np.zeros(len(texts), dtype=bool)
 
         def deliver(positions, vectors):
-            handing.append((positions, vectors))
             on_result(positions, vectors)
-            handing.pop()
+            delivered[positions] = True
 
         assembler = _Assembler(
             len(texts), owners, piece_tokens, None if on_result is None else deliver
@@ -849,15 +842,16 @@ class OpenAIBackend:
                 fail(error)
 
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed")
+        submitted = []  # every request's future, in order
         untaken = set()  # futures whose outcomes are not in the assembler yet
         with _progress_bar(len(texts), self.progress) as bar:
             try:
                 for request in requests:
-                    untaken.add(
-                        pool.submit(
-                            self._run, request, piece_texts, piece_tokens, limiter, stop, meter
-                        )
+                    future = pool.submit(
+                        self._run, request, piece_texts, piece_tokens, limiter, stop, meter
                     )
+                    submitted.append(future)
+                    untaken.add(future)
                 while untaken:
                     done, _ = wait(untaken, return_when=FIRST_COMPLETED)
                     take(done)
@@ -867,10 +861,9 @@ class OpenAIBackend:
                 # for as long as they may take (each ends within `timeout`); then the
                 # exception goes on. A second Ctrl-C ends the wait.
                 stop_sending()
-                self._drain(untaken, take)
-                for positions, vectors in handing:
-                    with contextlib.suppress(Exception):
-                        on_result(positions, vectors)
+                self._drain(untaken)
+                if on_result is not None:
+                    _hand_on_paid(submitted, len(texts), owners, piece_tokens, delivered, on_result)
                 raise
             finally:
                 # Never waits: whatever is left ended or was cancelled above.
@@ -884,6 +877,29 @@ class OpenAIBackend:
             rows = np.unique(owners[list(error.rows)]) if error.rows else ()
             raise error.with_rows(rows, error.message)
         return assembler.result()
+
+
+def _hand_on_paid(futures, n_texts, owners, piece_tokens, delivered, on_result):
+    """Hand on every text the ended ``futures`` answered in full, less ``delivered``.
+
+    The interrupted job's own assembler cannot be trusted: the interrupt may have
+    fallen between taking a future and adding its vectors, or half-way through adding
+    them. A fresh one, fed every answer, is. A failing store is not the error to see
+    (the interrupt is): what it could not keep is lost, like a crash's.
+    """
+    assembler = _Assembler(n_texts, owners, piece_tokens, None)
+    with contextlib.suppress(Exception):
+        for future in futures:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            for outcome in future.result():
+                if outcome.error is None and not outcome.refused:
+                    assembler.add(outcome.pieces, outcome.vectors)
+        if assembler.completed:
+            complete = np.concatenate(assembler.completed)
+            complete = complete[~delivered[complete]]
+            if len(complete):
+                on_result(complete, assembler.out[complete])
 
 
 class _Assembler:
