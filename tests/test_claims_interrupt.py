@@ -11,10 +11,11 @@ properties (random interruption points, several seeds, both stores):
 - the follow-up pays again only what was in flight at the interrupt;
 - every cached vector is its own text's.
 
-Two ways in: SIGINT to a subprocess at a random moment of its fetch (the real
-thing), and a ``KeyboardInterrupt`` raised at a random call of the job into its claims
+Three ways in: SIGINT to a subprocess at a random moment of its fetch (the real
+thing); a ``KeyboardInterrupt`` raised at a random call of the job into its claims
 or its cache, before or after the call (every window between two statements of the
-claim/fetch/release cycle that a signal can fall into, deterministically).
+claim/fetch/release cycle that a signal can fall into, deterministically); and one
+raised at a random line of skembed's code in the main thread (a trace function).
 """
 
 import ast
