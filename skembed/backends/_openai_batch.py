@@ -34,21 +34,12 @@ import numpy as np
 
 from .._cache import StateFile, cache_key, default_cache_dir
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
+from ._answers import _Assembler, _RequestFailed, _RowsRefused
 from ._base import EmbeddingAPIError, RequestMeter
 from ._http import transport_errors
-from ._openai import (
-    _RETRYABLE_STATUS,
-    TOKEN_MARGIN,
-    OpenAIBackend,
-    _api_message,
-    _Assembler,
-    _backoff,
-    _progress_bar,
-    _RequestFailed,
-    _retry_after,
-    _RowsRefused,
-)
+from ._openai import TOKEN_MARGIN, OpenAIBackend, _progress_bar
 from ._planner import plan_requests
+from ._retry import _RETRYABLE_STATUS, _api_message, _backoff, _retry_after
 
 __all__ = ["OpenAIBatchBackend"]
 
