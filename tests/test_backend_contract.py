@@ -16,6 +16,7 @@ from skembed.backends import EmbeddingBackend
 from skembed.backends._local import LocalBackend
 from skembed.backends._openai import OpenAIBackend
 from skembed.backends._openai_batch import OpenAIBatchBackend
+from tests._backends import local_backend, openai_backend, openai_batch_backend
 
 ESTIMATORS = {
     "local": LocalEmbeddingTransformer(cache=None),
@@ -124,3 +125,44 @@ def test_a_backend_of_unknown_width_learns_it_from_its_first_answer(fake_server)
     assert embedder.transform(["one", "two"]).shape == (2, 24)
     assert backend.n_dimensions == 24
     assert backend.cache_namespace.endswith("|house-model|None")  # fixed when built
+
+
+@pytest.mark.parametrize("kind", ["local", "openai", "openai-batch"])
+def test_no_progress_bar_takes_no_tqdm_lock(kind, fake_server, tmp_path):
+    # tqdm's write lock is shared by forked processes: one killed while holding it must
+    # not block the others. Here another thread holds it, as a dead worker would.
+    import threading
+
+    from tqdm import tqdm
+
+    make = {
+        "local": lambda: local_backend(progress=False),
+        "openai": lambda: openai_backend(base_url=fake_server.base_url, progress=False),
+        "openai-batch": lambda: openai_batch_backend(
+            base_url=fake_server.base_url, progress=False, poll_interval=0.05, state_dir=tmp_path
+        ),
+    }[kind]
+    backend = make()
+    store = {"store": None} if backend.resumable else {}
+    lock = tqdm.get_lock()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait(10)
+    try:
+        done = []
+        worker = threading.Thread(
+            target=lambda: done.append(backend.embed(["one", "two"], **store)), daemon=True
+        )
+        worker.start()
+        worker.join(60)
+        assert done and done[0].shape[0] == 2, "embedding waited for tqdm's lock"
+    finally:
+        release.set()
+        holder.join(10)

@@ -17,7 +17,7 @@ import pytest
 
 from skembed import EmbeddingCache
 from skembed._cache import cache_key
-from skembed.backends import EmbeddingAPIError, _openai
+from skembed.backends import EmbeddingAPIError, _retry
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -55,7 +55,7 @@ def settled_stats(server, timeout=10.0):
 def worst_backoff(retries):
     """Longest total wait of ``retries`` back-offs without retry-after (jitter at most 1)."""
     return sum(
-        min(_openai._BACKOFF_CAP, _openai._BACKOFF_BASE * 2**attempt) for attempt in range(retries)
+        min(_retry._BACKOFF_CAP, _retry._BACKOFF_BASE * 2**attempt) for attempt in range(retries)
     )
 
 
@@ -169,9 +169,9 @@ def test_default_retry_schedule_is_bounded():
     # Without retry-after headers, a request gives up after at most this long asleep:
     # 0.5 + 1 + 2 + 4 + 8 + 16 + 20 + 20 s with the default of 8 retries.
     assert worst_backoff(8) == 71.5
-    draws = [_openai._backoff(attempt) for attempt in range(12) for _ in range(50)]
-    assert max(draws) <= _openai._BACKOFF_CAP
-    assert min(draws) >= _openai._BACKOFF_BASE / 2
+    draws = [_retry._backoff(attempt) for attempt in range(12) for _ in range(50)]
+    assert max(draws) <= _retry._BACKOFF_CAP
+    assert min(draws) >= _retry._BACKOFF_BASE / 2
 
 
 class _FullDisk(EmbeddingCache):

@@ -23,7 +23,7 @@ from skembed import (
     LocalEmbeddingTransformer,
     OpenAIEmbeddingTransformer,
 )
-from skembed.backends._openai import endpoint_identity, resolve_endpoint
+from skembed.backends._endpoint import endpoint_identity, resolve_endpoint
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"

@@ -324,35 +324,3 @@ def test_bbc_logistic_regression_accuracy():
         cv=StratifiedKFold(5, shuffle=True, random_state=0),
     )
     assert scores.mean() >= 0.92
-
-
-def test_no_progress_bar_takes_no_tqdm_lock():
-    # tqdm's write lock is shared by forked processes: one killed while holding it must
-    # not block the others. Here another thread holds it, as a dead worker would.
-    import threading
-
-    from tqdm import tqdm
-
-    lock = tqdm.get_lock()
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with lock:
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    held.wait(10)
-    try:
-        done = []
-        worker = threading.Thread(
-            target=lambda: done.append(local_backend(progress=False).embed(["one", "two"])),
-            daemon=True,
-        )
-        worker.start()
-        worker.join(60)
-        assert done and done[0].shape == (2, 384), "embedding waited for tqdm's lock"
-    finally:
-        release.set()
-        holder.join(10)

@@ -10,18 +10,12 @@ request returns. The SDK's own retries are switched off (``max_retries=0``) beca
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import os
-import random
 import re
 import threading
 import time
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -29,7 +23,20 @@ from .._fork import PerProcess
 from .._math import normalize_rows_checked
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST, resolve_model
 from .._tokens import count_tokens
+from ._answers import (
+    _Assembler,
+    _BadBody,
+    _hand_on_paid,
+    _index_problem,
+    _Malformed,
+    _Outcome,
+    _RequestFailed,
+    _RowsRefused,
+    _Stopped,
+    _wire_matrix,
+)
 from ._base import EmbeddingAPIError, InputTooLongError, RequestMeter
+from ._endpoint import endpoint_identity, resolve_endpoint
 from ._fingerprint import PROBE_TEXT, resolve_revision
 from ._http import (
     BodyRefused,
@@ -39,16 +46,15 @@ from ._http import (
     refuse_url_credentials,
 )
 from ._planner import plan_pieces, plan_requests
-from ._rate_limit import MAX_WAIT, RateLimiter, clamp_wait
+from ._progress import progress_bar
+from ._rate_limit import MAX_WAIT, RateLimiter
+from ._retry import _RETRYABLE_STATUS, _api_message, _backoff, _retry_after
 
 __all__ = ["OpenAIBackend", "endpoint_identity", "resolve_endpoint"]
 
 #: Keep each request this far under the API's 300k-token cap, so that a server whose
 #: tokenizer counts slightly differently from tiktoken still accepts it.
 TOKEN_MARGIN = 0.9
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_BACKOFF_BASE = 0.5  # seconds, doubled on each retry
-_BACKOFF_CAP = 20.0
 #: Seconds an interrupted job waits for its requests in flight beyond their own
 #: ``timeout`` (the watchdog that ends a late body needs a moment).
 _DRAIN_SLACK = 0.5
@@ -60,161 +66,6 @@ _BODY_BYTES_PER_ITEM = 1024
 _BODY_BYTES_BASE = 1 << 20
 #: The width assumed for the body cap while a model's width is unknown.
 _BODY_UNKNOWN_WIDTH = 16_384
-#: A job stops for vectors that cannot be normalised only once at least this many inputs
-#: were answered, more than half of them with such vectors.
-_SYSTEMIC_MIN_PIECES = 32
-
-
-def resolve_endpoint(base_url, api_version=None):
-    """The URL the SDK will send to, resolved from the environment as the SDK does it.
-
-    Plain OpenAI (no ``api_version``): ``base_url``, else ``$OPENAI_BASE_URL``, else
-    ``None`` for the SDK's default endpoint (OpenAI's API). Azure (``api_version`` set):
-    ``base_url`` is the resource's endpoint (the SDK's ``azure_endpoint``), else
-    ``$AZURE_OPENAI_ENDPOINT``; ``$OPENAI_BASE_URL`` plays no part, as in the SDK.
-
-    Parameters
-    ----------
-    base_url : str or None
-        The estimator's ``base_url``.
-    api_version : str or None, default=None
-        The estimator's ``api_version`` (Azure OpenAI when set).
-
-    Returns
-    -------
-    str or None
-        The endpoint to hand the SDK, ``None`` meaning its default.
-
-    Raises
-    ------
-    ValueError
-        Azure with no endpoint, or an empty endpoint: before any request, where the
-        SDK would refuse to build its client (or send to a relative URL).
-
-    Examples
-    --------
-    >>> resolve_endpoint("http://localhost:8000/v1")
-    'http://localhost:8000/v1'
-    """
-    if api_version:
-        url = base_url if base_url is not None else os.environ.get("AZURE_OPENAI_ENDPOINT")
-        if url is None:
-            raise ValueError(
-                "Azure OpenAI (api_version is set) needs the resource's endpoint: pass "
-                "base_url='https://<resource>.openai.azure.com' or set the environment "
-                "variable AZURE_OPENAI_ENDPOINT."
-            )
-        where = "base_url" if base_url is not None else "AZURE_OPENAI_ENDPOINT"
-    else:
-        url = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL")
-        where = "base_url" if base_url is not None else "OPENAI_BASE_URL"
-    if url is not None and not str(url).strip():
-        raise ValueError(
-            f"{where} is empty; give the endpoint's URL, or leave it unset for the default."
-        )
-    return None if url is None else str(url)
-
-
-def endpoint_identity(base_url, api_version=None):
-    """The endpoint's identity for cache keys: the URL without credentials or query.
-
-    The endpoint is resolved as the SDK resolves it (:func:`resolve_endpoint`,
-    environment variables included), so the identity names the server that answers:
-    ``"openai"`` for the SDK's default, the URL with its scheme and host in lower
-    case, without credentials, query, fragment or trailing slash (an IPv6 host keeps
-    its brackets), and for Azure the URL of the resource and the API version.
-
-    Examples
-    --------
-    >>> endpoint_identity("https://user:secret@example.org/v1/?key=1")
-    'https://example.org/v1'
-    >>> endpoint_identity("http://[::1]:1/v1"), endpoint_identity("http://[::1:1]/v1")
-    ('http://[::1]:1/v1', 'http://[::1:1]/v1')
-    """
-    url = resolve_endpoint(base_url, api_version)
-    if url is None:
-        return "openai"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address: without its brackets, "[::1]:1" reads as "::1:1"
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("The endpoint's URL has an invalid port.") from None
-    if port is not None:
-        host = f"{host}:{port}"
-    identity = urlunsplit((parts.scheme.lower(), host.lower(), parts.path.rstrip("/"), "", ""))
-    return f"{identity}@azure-{api_version}" if api_version else identity
-
-
-@dataclass
-class _Outcome:
-    """What became of (part of) one planned request."""
-
-    pieces: np.ndarray
-    vectors: np.ndarray | None = None
-    error: EmbeddingAPIError | None = None
-    #: Inputs answered with vectors that cannot be normalised, and why (one reason
-    #: per piece): not an error of the job, named when it ends (``_Assembler.refuse``).
-    refused: tuple = ()
-
-
-class _Stopped(Exception):
-    """The job is being stopped by an error elsewhere: do not send."""
-
-
-class _BadBody(Exception):
-    """A 200 answer whose body could not be used (too slow, too large, cut off)."""
-
-    def __init__(self, headers, message):
-        super().__init__(message)
-        self.headers = headers
-        self.message = message
-
-
-class _RequestFailed(Exception):
-    """One HTTP request failed for good; carries what the caller needs to decide."""
-
-    def __init__(self, status, message, too_large=False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.too_large = too_large
-
-
-class _Malformed(_RequestFailed):
-    """An answer that is not what was asked for (not JSON, bad indices, no vectors)."""
-
-    def __init__(self, message):
-        super().__init__(None, message)
-
-
-class _RowsRefused(_Malformed):
-    """An answer whose vectors for some inputs cannot be normalised; the rest are good.
-
-    ``vectors`` holds every row in input order (unit rows, zeros where refused);
-    ``refused`` maps each refused input's position to the reason. Caught as a
-    whole-answer failure by a caller that does not look inside (it then loses the
-    good rows, never returns a bad one).
-    """
-
-    def __init__(self, vectors, refused):
-        counts = Counter(refused.values())
-        reasons = "; ".join(f"{why}: {counts[why]}" for why in sorted(counts))
-        super().__init__(
-            f"the server returned {len(refused)} vector(s) that cannot be normalised ({reasons})"
-        )
-        self.vectors = vectors
-        self.refused = refused
-
-    def outcomes(self, pieces):
-        """The good rows as one outcome, the refused ones as another."""
-        bad = np.zeros(len(pieces), dtype=bool)
-        bad[list(self.refused)] = True
-        reasons = tuple(self.refused[i] for i in np.flatnonzero(bad))
-        good = [_Outcome(pieces[~bad], vectors=self.vectors[~bad])] if not bad.all() else []
-        return [*good, _Outcome(pieces[bad], refused=reasons)]
 
 
 class OpenAIBackend:
@@ -844,7 +695,7 @@ class OpenAIBackend:
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed")
         submitted = []  # every request's future, in order
         untaken = set()  # futures whose outcomes are not in the assembler yet
-        with _progress_bar(len(texts), self.progress) as bar:
+        with progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar:
             try:
                 for request in requests:
                     future = pool.submit(
@@ -879,225 +730,4 @@ class OpenAIBackend:
         return assembler.result()
 
 
-def _hand_on_paid(futures, n_texts, owners, piece_tokens, delivered, on_result):
-    """Hand on every text the ended ``futures`` answered in full, less ``delivered``.
-
-    The interrupted job's own assembler cannot be trusted: the interrupt may have
-    fallen between taking a future and adding its vectors, or half-way through adding
-    them. A fresh one, fed every answer, is. A failing store is not the error to see
-    (the interrupt is): what it could not keep is lost, like a crash's.
-    """
-    assembler = _Assembler(n_texts, owners, piece_tokens, None)
-    with contextlib.suppress(Exception):
-        for future in futures:
-            if not future.done() or future.cancelled() or future.exception() is not None:
-                continue
-            for outcome in future.result():
-                if outcome.error is None and not outcome.refused:
-                    assembler.add(outcome.pieces, outcome.vectors)
-        if assembler.completed:
-            complete = np.concatenate(assembler.completed)
-            complete = complete[~delivered[complete]]
-            if len(complete):
-                on_result(complete, assembler.out[complete])
-
-
-class _Assembler:
-    """Gathers piece vectors into one vector per text, handing each text on when complete.
-
-    Pieces arrive as unit rows (:meth:`OpenAIBackend._decode_body`): a whole text's row
-    is kept as it is; a chunked text's row is the mean of its chunks' unit rows,
-    weighted by their tokens and normalised again, so that no chunk outweighs another
-    by its magnitude on the wire.
-    """
-
-    def __init__(self, n_texts, owners, piece_tokens, on_result):
-        self.owners = owners
-        self.weights = piece_tokens.astype(np.float32)
-        self.missing = np.bincount(owners, minlength=n_texts)
-        self.chunked = self.missing > 1
-        self.on_result = on_result
-        self.out = None
-        self.n_texts = n_texts
-        self.completed = []  # arrays of texts completed, not yet handed on
-        self.n_received = 0  # pieces answered, good or refused
-        self.refused = {}  # piece -> why its vector cannot be used
-        self.stopped = False
-
-    def refuse(self, pieces, reasons):
-        """Record pieces whose vectors cannot be normalised; their texts never complete.
-
-        Returns an error that stops the job when most of what was answered so far (at
-        least ``_SYSTEMIC_MIN_PIECES`` pieces) is refused: the server, not the texts, is
-        then at fault, and sending the rest would be paying for nothing. ``None``
-        otherwise: the job goes on, and :meth:`refused_error` names them at its end.
-        """
-        self.n_received += len(pieces)
-        self.refused.update(zip(pieces.tolist(), reasons, strict=True))
-        if (
-            self.stopped
-            or self.n_received < _SYSTEMIC_MIN_PIECES
-            or 2 * len(self.refused) <= self.n_received
-        ):
-            return None
-        self.stopped = True
-        return self.refused_error(
-            f"; {len(self.refused)} of the {self.n_received} inputs answered so far: the "
-            "server seems broken, so the job was stopped"
-        )
-
-    def refused_error(self, note=""):
-        """The error naming every piece refused (the job maps them to its texts)."""
-        counts = Counter(self.refused.values())
-        reasons = "; ".join(f"{why}: {counts[why]}" for why in sorted(counts))
-        message = (
-            f"The embeddings API failed (malformed answer): the server returned "
-            f"{len(self.refused)} vector(s) that cannot be normalised ({reasons}){note}"
-        )
-        return EmbeddingAPIError(message, rows=sorted(self.refused), api_message=reasons)
-
-    def add(self, pieces, vectors):
-        """Take the vectors of ``pieces``; texts they complete wait for :meth:`flush`.
-
-        A chunked text whose chunks average to no direction (they cancel out) is
-        refused like a vector that cannot be normalised.
-
-        Raises
-        ------
-        ValueError
-            If ``vectors`` are not as wide as the rows already taken (never broadcast).
-        """
-        if self.out is None:
-            self.out = np.zeros((self.n_texts, vectors.shape[1]), dtype=np.float32)
-        elif vectors.ndim != 2 or vectors.shape[1] != self.out.shape[1]:
-            raise ValueError(
-                f"vectors of shape {vectors.shape} cannot join rows of width {self.out.shape[1]}"
-            )
-        self.n_received += len(pieces)
-        owners = self.owners[pieces]
-        whole = ~self.chunked[owners]
-        self.out[owners[whole]] = vectors[whole]
-        np.add.at(self.out, owners[~whole], vectors[~whole] * self.weights[pieces[~whole], None])
-        np.subtract.at(self.missing, owners, 1)
-        complete = np.unique(owners[self.missing[owners] == 0])
-        means = complete[self.chunked[complete]]
-        if len(means):
-            self.out[means], refused = normalize_rows_checked(self.out[means])
-            if refused:
-                # Chunks that cancel out: the text has no direction; its pieces are named
-                # at the end like refused vectors.
-                bad = means[list(refused)]
-                for piece in np.flatnonzero(np.isin(self.owners, bad)).tolist():
-                    self.refused[piece] = "chunks averaging to a vector of no direction"
-                complete = np.setdiff1d(complete, bad)
-        if len(complete):
-            self.completed.append(complete)
-
-    def flush(self):
-        """Hand the texts completed since the last flush to ``on_result``; return how many."""
-        if not self.completed:
-            return 0
-        complete, self.completed = np.concatenate(self.completed), []
-        if self.on_result is not None:
-            self.on_result(complete, self.out[complete])
-        return len(complete)
-
-    def result(self):
-        return self.out
-
-
-def _index_problem(order, n_inputs):
-    """What is wrong with an answer's ``index`` values; "" when they are 0..n-1, once each."""
-    for index in order:
-        if type(index) is not int:  # 2.5, "1", True: never rounded or converted
-            return f"got index {index!r}, which is not an integer"
-    counts = Counter(order)
-    problems = []
-    for what, values in (
-        ("repeated", [i for i, count in counts.items() if count > 1]),
-        ("out of range", [i for i in counts if not 0 <= i < n_inputs]),
-        ("missing", [i for i in range(n_inputs) if i not in counts]),
-    ):
-        if values:
-            shown = ", ".join(str(i) for i in sorted(values)[:5])
-            problems.append(f"index {shown}{', ...' if len(values) > 5 else ''} {what}")
-    return "; ".join(problems)
-
-
-def _wire_matrix(rows):
-    """An answer's vectors as one 2-D array: float32 from base64, float64 from numbers.
-
-    JSON numbers are kept in float64, so that values beyond float32's range are
-    normalised instead of becoming infinities.
-    """
-    try:
-        if all(isinstance(row, str) for row in rows):
-            vectors = np.stack(
-                [np.frombuffer(base64.b64decode(row, validate=True), dtype="<f4") for row in rows]
-            )
-        else:
-            vectors = np.asarray(rows)
-            if vectors.dtype.kind not in "iuf":
-                raise TypeError("the embeddings are not lists of numbers")
-            vectors = vectors.astype(np.float64)
-    except (ValueError, TypeError) as error:
-        raise _Malformed(f"malformed response ({error})") from None
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
-        raise _Malformed(
-            "malformed response: the embeddings are not non-empty vectors of one length "
-            f"(shape {vectors.shape})",
-        )
-    return vectors
-
-
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _api_message(error):
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(getattr(error, "message", error))
-
-
-def _retry_after(headers, max_wait=MAX_WAIT):
-    """Seconds the server asked us to wait (``retry-after-ms`` first), or ``None``.
-
-    A value that is not a finite number >= 0 is ignored (the caller backs off
-    instead); a longer wait than ``max_wait`` (at most ``MAX_WAIT``) is shortened to it.
-
-    Examples
-    --------
-    >>> _retry_after({"retry-after": "1e9"}, max_wait=5.0)
-    5.0
-    >>> _retry_after({"retry-after-ms": "-100", "retry-after": "2"})
-    2.0
-    >>> _retry_after({"retry-after": "nan"}) is None
-    True
-    """
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        try:
-            seconds = float(value) * scale
-        except (TypeError, ValueError):
-            continue
-        if 0 <= seconds < float("inf"):
-            return clamp_wait(seconds, max_wait)
-    return None
-
-
-def _backoff(attempt, max_wait=MAX_WAIT):
-    """Exponential back-off with jitter, so that retrying threads do not move in step.
-
-    At most ``min(_BACKOFF_CAP, max_wait)`` seconds.
-    """
-    cap = min(_BACKOFF_CAP, max_wait)
-    return min(cap, _BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
-
-
-def _progress_bar(total, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="text", desc="Embedding", leave=False)

@@ -34,21 +34,13 @@ import numpy as np
 
 from .._cache import StateFile, cache_key, default_cache_dir
 from .._models import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_REQUEST
+from ._answers import _Assembler, _RequestFailed, _RowsRefused
 from ._base import EmbeddingAPIError, RequestMeter
 from ._http import transport_errors
-from ._openai import (
-    _RETRYABLE_STATUS,
-    TOKEN_MARGIN,
-    OpenAIBackend,
-    _api_message,
-    _Assembler,
-    _backoff,
-    _progress_bar,
-    _RequestFailed,
-    _retry_after,
-    _RowsRefused,
-)
+from ._openai import TOKEN_MARGIN, OpenAIBackend
 from ._planner import plan_requests
+from ._progress import progress_bar
+from ._retry import _RETRYABLE_STATUS, _api_message, _backoff, _retry_after
 
 __all__ = ["OpenAIBatchBackend"]
 
@@ -155,7 +147,7 @@ class OpenAIBatchBackend(OpenAIBackend):
         assembler = _Assembler(len(texts), owners, piece_tokens, on_result)
         meter = RequestMeter() if meter is None else meter
         job = _BatchJob(self, pieces, assembler, meter, self._ledger_place(store))
-        with _progress_bar(len(texts), self.progress) as bar:
+        with progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar:
             job.bar = bar
             try:
                 job.run()
