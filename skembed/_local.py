@@ -44,9 +44,11 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         Most texts per model run; a run also holds at most 512 tokens, padding
         included (texts are grouped by length to limit padding).
     n_threads : int, default=None
-        How many batches the model runs at once, each on one thread; ``None`` uses the
-        CPUs this process may use, at most the thread limit of a joblib worker or
-        ``OMP_NUM_THREADS`` (see :ref:`local_busy`).
+        How many batches the model runs at once, each on one thread; ``None`` uses two
+        per CPU this process may use (one per CPU for ``"use-multilingual-v3"``), or
+        the thread limit of a joblib worker or ``OMP_NUM_THREADS`` when one is set (see
+        :ref:`local_busy`). Set it to the number of CPUs to leave busy neighbours their
+        share.
     on_invalid_text : {"error", "zero"}, default="error"
         Missing or blank texts: raise naming the rows, or give them an all-zero row.
     cache : "default", path, EmbeddingCache, False or None, default="default"

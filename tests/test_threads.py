@@ -61,6 +61,41 @@ def test_without_a_limit_the_count_is_the_affinity_mask(seed, cpus):
         assert inference_threads(None, environ={}) == n
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_per_cpu_multiplies_the_cpus_but_never_a_limit(seed, cpus):
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        n_cpus, per_cpu, limit = (int(v) for v in rng.integers(1, 32, size=3))
+        cpus(n_cpus)
+        assert inference_threads(None, environ={}, per_cpu=per_cpu) == per_cpu * n_cpus
+        name = str(rng.choice(THREAD_LIMIT_VARIABLES))
+        limited = inference_threads(None, environ={name: str(limit)}, per_cpu=per_cpu)
+        assert limited == min(n_cpus, limit)
+        assert inference_threads(limit, environ={}, per_cpu=per_cpu) == limit
+
+
+def test_the_local_model_runs_two_batches_per_cpu_unless_limited(cpus, monkeypatch):
+    from skembed.backends import _local
+    from tests._backends import local_backend
+
+    seen = []
+
+    def recording(function, items, n_threads):
+        seen.append(n_threads)
+        return _threads.map_in_threads(function, items, n_threads)
+
+    monkeypatch.setattr(_local, "map_in_threads", recording)
+    for name in THREAD_LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    cpus(2)
+    texts = [f"review number {i}" for i in range(9)]
+    default = local_backend().embed(texts)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as in a joblib worker of n_jobs=2
+    limited = local_backend().embed(texts)
+    assert seen == [_threads.RUNS_PER_CPU * 2, 1]
+    np.testing.assert_allclose(default, limited, atol=1e-5)
+
+
 def test_the_real_affinity_mask_bounds_the_default():
     assert 1 <= inference_threads(None, environ={}) <= len(os.sched_getaffinity(0))
 
@@ -230,7 +265,7 @@ def test_a_small_call_is_split_so_that_every_thread_has_a_batch(monkeypatch, cpu
         monkeypatch.delenv(name, raising=False)
     seen = _count_concurrent_runs(monkeypatch, _local)
     local_backend(batch_size=64).embed([f"text {i}" for i in range(10)])
-    assert seen["most"] == 2
+    assert seen["most"] == _threads.RUNS_PER_CPU * 2
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -30,7 +30,7 @@ from .._math import normalize_rows
 from ._base import InputTooLongError, RequestMeter, ResultCallback
 from ._local_models import DEFAULT_MODEL, get_model_spec, warn_if_unsupported_script
 from ._progress import progress_bar
-from ._threads import inference_threads, map_in_threads, onnx_session_options
+from ._threads import RUNS_PER_CPU, inference_threads, map_in_threads, onnx_session_options
 
 __all__ = ["LocalBackend"]
 
@@ -222,9 +222,9 @@ class LocalBackend:
         included), which is faster on a CPU and keeps memory bounded.
     n_threads : int or None
         How many batches run at once, each on one thread (the session has one
-        intra-op thread, which never spins); ``None`` chooses the CPUs this process
-        may use, at most a joblib worker's or ``OMP_NUM_THREADS``'s limit (see
-        ``skembed/backends/_threads.py``).
+        intra-op thread, which never spins); ``None`` chooses two per CPU this
+        process may use, or a joblib worker's or ``OMP_NUM_THREADS``'s limit when one
+        is set (see ``skembed/backends/_threads.py``).
     progress : bool
         Show a tqdm progress bar.
 
@@ -388,7 +388,7 @@ class LocalBackend:
         warn_if_unsupported_script(get_model_spec(self.model), texts)
         tokenizer = _get_tokenizer()
         model = _get_model()
-        n_threads = inference_threads(self.n_threads)
+        n_threads = inference_threads(self.n_threads, per_cpu=RUNS_PER_CPU)
         windows, owners, weights = self._windows(*self._word_pieces(tokenizer, texts))
 
         remaining = np.bincount(owners, minlength=n_texts)
