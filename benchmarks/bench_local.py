@@ -195,7 +195,7 @@ def use_old_session_options():
         return  # already: keep the sessions built
     _local.onnx_session_options = _old_session_options
     _local._SESSION_THREADS = None  # onnxruntime's default thread count
-    _local.inference_threads = lambda n_threads: 1  # batches one after the other
+    _local.inference_threads = lambda n_threads, **_: 1  # batches one after the other
     for key in [key for key in _local._loaded if key != "tokenizer"]:
         del _local._loaded[key]
 
