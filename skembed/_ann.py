@@ -165,7 +165,12 @@ class HNSWIndex:
 
     @property
     def nbytes(self):
-        """Bytes of the vectors and the graph (the index's serialised length)."""
+        """Bytes of the vectors and the graph (the index's serialised length).
+
+        Not usearch's ``memory_usage``, which counts its allocation slack too: at
+        100,000 x 384, connectivity 16, 286 MB against 168 MB serialised in float32 and
+        85 MB against 53 MB in int8 (measured).
+        """
         return int(self._index.serialized_length)
 
     def search(self, queries, count, *, ef, n_threads):

@@ -104,7 +104,9 @@ class CosineNearestNeighbors(BaseEstimator):
     index_nbytes_ : int
         Bytes of what a k-neighbours search scans or walks: the float32 rows
         (``"brute"``, ``storage="float32"``), the reduced vectors and their scales,
-        or the HNSW index (its vectors and graph). The float32 rows kept for
+        or the HNSW index (its vectors and graph, as serialised: what a pickle
+        writes; usearch's allocation in memory is larger, 1.6x-1.7x measured at
+        100,000 x 384 with ``hnsw_m=16``). The float32 rows kept for
         rescoring and :meth:`radius_neighbors` are not counted: they are the
         caller's array (or memory map) when it is float32, C-contiguous and of unit
         norm.
