@@ -36,13 +36,17 @@ import pytest
 from skembed import EmbeddingCache, OpenAIEmbeddingTransformer, RedisEmbeddingCache, _embed
 from skembed._cache import cache_key
 from skembed._cache._base import key_array
+from tests._interrupt_job import (
+    BATCH,
+    CONCURRENCY,
+    DIM,
+    LATENCY,
+    MODEL,
+    N_TEXTS,
+    ROOT,
+    read_line,
+)
 from tests.fake_openai import expected_vector
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = "text-embedding-3-small"
-DIM = 16
-N_TEXTS, BATCH, CONCURRENCY = 240, 8, 2  # 30 requests, 15 rounds of two
-LATENCY = 0.08
 
 _CHILD = textwrap.dedent(
     """
@@ -82,14 +86,6 @@ def make_cache(where, prefix):
     if prefix:
         return RedisEmbeddingCache(where, prefix=prefix)
     return EmbeddingCache(where)
-
-
-def _read_line(stream, timeout):
-    line = []
-    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return line[0].strip() if line else None
 
 
 @pytest.fixture(params=["directory", "redis"])
@@ -154,10 +150,10 @@ def test_sigint_releases_the_claims_and_keeps_what_was_paid(fake_server, store, 
         text=True,
     )
     try:
-        assert _read_line(child.stdout, 60) == "STARTED"
+        assert read_line(child.stdout, 60) == "STARTED"
         time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the job's 1.2 s or more
         child.send_signal(signal.SIGINT)
-        assert _read_line(child.stdout, 10) == "INTERRUPTED"
+        assert read_line(child.stdout, 10) == "INTERRUPTED"
         _, stderr = child.communicate(timeout=30)
     finally:
         if child.poll() is None:

@@ -13,22 +13,25 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skembed import EmbeddingCache, OpenAIEmbeddingTransformer
 from skembed._cache import cache_key
+from tests._interrupt_job import (
+    BATCH,
+    CONCURRENCY,
+    DIM,
+    LATENCY,
+    MODEL,
+    N_TEXTS,
+    ROOT,
+    read_line,
+)
 from tests.fake_openai import expected_vector
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = "text-embedding-3-small"
-DIM = 16
-N_TEXTS, BATCH, CONCURRENCY = 240, 8, 2  # 30 requests, 15 rounds of two
-LATENCY = 0.08
 TIMEOUT = 2.0
 
 _CHILD = textwrap.dedent(
@@ -67,15 +70,6 @@ def params():
     }
 
 
-def _read_line(stream, timeout):
-    """The next line of ``stream``, or ``None`` after ``timeout`` seconds."""
-    line = []
-    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return line[0].strip() if line else None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ctrl_c_stops_sending_keeps_what_was_in_flight_and_exits_in_time(
@@ -94,11 +88,11 @@ def test_ctrl_c_stops_sending_keeps_what_was_in_flight_and_exits_in_time(
         text=True,
     )
     try:
-        assert _read_line(child.stdout, 60) == "STARTED"
+        assert read_line(child.stdout, 60) == "STARTED"
         time.sleep(rng.uniform(0.1, 0.9))  # somewhere in the job's 1.5 s
         interrupted_at = time.monotonic()
         child.send_signal(signal.SIGINT)
-        assert _read_line(child.stdout, 10) == "INTERRUPTED"
+        assert read_line(child.stdout, 10) == "INTERRUPTED"
         sent_before = fake_server.stats(texts=False)["requests"]
         _, stderr = child.communicate(timeout=TIMEOUT + 10)
         exited_after = time.monotonic() - interrupted_at

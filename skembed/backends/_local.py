@@ -8,8 +8,8 @@ sentence-transformers computes it for this model.
 
 The ONNX session and the tokenizer are built on first use and shared by every backend of
 the process; backends themselves hold parameters only, so they pickle and clone freely.
-The session runs each batch on the thread that calls it, and a call runs as many batches
-at once as the process may use CPUs (``_threads.py`` says why).
+The session runs each batch on the thread that calls it, and a call runs two batches at
+once per CPU the process may use, unless a thread limit is set (``_threads.py`` says why).
 """
 
 from __future__ import annotations
