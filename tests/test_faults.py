@@ -18,6 +18,7 @@ import pytest
 from skembed import EmbeddingCache
 from skembed._cache import cache_key
 from skembed.backends import EmbeddingAPIError, _retry
+from skembed.backends._openai import PROBE_MAX_INPUTS
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -115,7 +116,8 @@ def test_slow_answers_the_client_abandoned_are_the_only_ones_paid_twice(
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
     stats = settled_stats(fake_server)
     assert stats["requests_by_status"]["slow"] == 3
-    assert stats["requests_by_status"]["200"] == len(texts) // 50
+    # The probe (the first texts, alone, while the limits are unknown), then 50 a request.
+    assert stats["requests_by_status"]["200"] == 1 + -(-(len(texts) - PROBE_MAX_INPUTS) // 50)
     paid_twice = {text for text, n in stats["text_counts"].items() if n > 1}
     assert stats["times_embedded_max"] == 2
     assert len(paid_twice) == stats["inputs"] - len(texts) <= 3 * 50
@@ -148,9 +150,10 @@ def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arriv
     # No request was tried more than 1 + max_retries times: the outage is not hammered.
     assert stats["requests_by_status"]["500"] <= (len(texts) // 50 - n_ok) * (1 + max_retries)
 
-    # Everything the ten successful requests returned is in the cache, exactly.
+    # Everything the ten successful requests (the probe and nine of 50) returned is in
+    # the cache, exactly.
     paid = set(stats["text_counts"])
-    assert len(paid) == n_ok * 50
+    assert len(paid) == PROBE_MAX_INPUTS + (n_ok - 1) * 50
     keys = [cache_key(cache_namespace(openai_embedder), text) for text in texts]
     store = EmbeddingCache(cache)
     found, vectors = store.get(keys, DIM)

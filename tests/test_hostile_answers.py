@@ -19,6 +19,7 @@ from skembed import EmbeddingCache
 from skembed._cache import cache_key
 from skembed._tokens import chunk_text, count_tokens
 from skembed.backends import EmbeddingAPIError
+from skembed.backends._openai import PROBE_MAX_INPUTS
 from tests._backends import openai_backend
 from tests.fake_openai import expected_vector, expected_wire_row, row_fate, wire_items
 
@@ -180,7 +181,8 @@ def test_the_good_rows_of_an_answer_with_a_bad_row_are_cached_at_once(
     rng = np.random.default_rng(100 + seed)
     knobs = {"fault_seed": seed, "p_zero_row": 0.2}
     fake_server.configure(**knobs)
-    texts = [f"answer {seed} row {i}" for i in range(int(rng.integers(10, 40)))]
+    # Fewer texts than a job that is probed first (see OpenAIBackend._probe_size).
+    texts = [f"answer {seed} row {i}" for i in range(int(rng.integers(10, 2 * PROBE_MAX_INPUTS)))]
     zero = [i for i, t in enumerate(texts) if row_fate(t, DIM, **knobs).kind == "zero"]
     if not zero:
         pytest.skip("this seed draws no zero row")

@@ -11,6 +11,7 @@ request returns. The SDK's own retries are switched off (``max_retries=0``) beca
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -55,6 +56,12 @@ __all__ = ["OpenAIBackend", "endpoint_identity", "resolve_endpoint"]
 #: Keep each request this far under the API's 300k-token cap, so that a server whose
 #: tokenizer counts slightly differently from tiktoken still accepts it.
 TOKEN_MARGIN = 0.9
+#: The first request of a job whose account's limits are not known yet goes alone, with
+#: at most this many inputs and UTF-8 bytes (so tokens): see ``OpenAIBackend._probe_size``.
+PROBE_MAX_INPUTS = 16
+PROBE_MAX_BYTES = 4096
+#: Once the account's token burst is known, no request asks for more than this share.
+REQUEST_SHARE_OF_BURST = 0.5
 #: Seconds an interrupted job waits for its requests in flight beyond their own
 #: ``timeout`` (the watchdog that ends a late body needs a moment).
 _DRAIN_SLACK = 0.5
@@ -616,6 +623,57 @@ class OpenAIBackend:
         tokens = np.fromiter((p.n_tokens for p in pieces), dtype=np.int64, count=len(pieces))
         return np.bincount(owners, weights=tokens, minlength=len(texts)).astype(np.int64)
 
+    def _probe_size(self, texts, limiter):
+        """How many leading texts to send first, alone: all of them once limits are known.
+
+        A job whose account's limits are not known yet (a fresh limiter, a server that
+        has not answered) first sends one small request of its leading texts (at most
+        :data:`PROBE_MAX_INPUTS`, :data:`PROBE_MAX_BYTES` of UTF-8, so at most that many
+        tokens), and the rest only once its answer's headers told the limits: a first
+        wave sent blind overshoots a small limit (a 429 per request, or "too large"
+        for requests bigger than the limit's burst). The probe costs no time in
+        practice: the other texts are counted while it is out. A job of fewer than
+        twice that many texts is planned as one request (unless its texts are long),
+        with no first wave to protect, and is not probed.
+        """
+        if len(texts) < 2 * PROBE_MAX_INPUTS or limiter.token_capacity() is not None:
+            return len(texts)
+        n_head, size = 0, 0
+        limit = min(PROBE_MAX_INPUTS, self.batch_size, MAX_INPUTS_PER_REQUEST)
+        for text in texts[:limit]:
+            size += len(text.encode("utf-8", "surrogatepass"))
+            if n_head and size > PROBE_MAX_BYTES:
+                break
+            n_head += 1
+        return n_head
+
+    def _plan(self, piece_tokens, limiter, min_requests):
+        """Requests of consecutive inputs within the API's limits and the account's."""
+        max_tokens = int(MAX_TOKENS_PER_REQUEST * TOKEN_MARGIN)
+        capacity = limiter.token_capacity()
+        if capacity is not None and math.isfinite(capacity):
+            # Requests of at most half the account's burst: a request bigger than the
+            # burst is refused ("too large"), and one of all of it waits for an empty
+            # bucket to refill completely.
+            max_tokens = min(max_tokens, int(capacity * REQUEST_SHARE_OF_BURST))
+        if len(piece_tokens):
+            max_tokens = max(max_tokens, int(piece_tokens.max()))
+        return plan_requests(
+            piece_tokens,
+            max_inputs=min(self.batch_size, MAX_INPUTS_PER_REQUEST),
+            max_tokens=max_tokens,
+            min_requests=min_requests,
+        )
+
+    def _pieces_after(self, texts, start):
+        """:meth:`_pieces` of ``texts[start:]``, as arrays, owners counted from ``start``."""
+        pieces = self._pieces(texts[start:])
+        return (
+            [p.text for p in pieces],
+            np.array([p.n_tokens for p in pieces], dtype=np.int64),
+            np.array([p.owner + start for p in pieces], dtype=np.intp),
+        )
+
     def embed(self, texts, on_result=None, meter=None):
         """Embed ``texts`` (distinct, valid); see :class:`EmbeddingBackend`.
 
@@ -623,16 +681,12 @@ class OpenAIBackend:
         stops the job before a request would cross its limit.
         """
         meter = RequestMeter() if meter is None else meter
-        pieces = self._pieces(texts)
-        piece_texts = [p.text for p in pieces]
-        piece_tokens = np.array([p.n_tokens for p in pieces], dtype=np.int64)
-        owners = np.array([p.owner for p in pieces], dtype=np.intp)
-        requests = plan_requests(
-            piece_tokens,
-            max_inputs=min(self.batch_size, MAX_INPUTS_PER_REQUEST),
-            max_tokens=int(MAX_TOKENS_PER_REQUEST * TOKEN_MARGIN),
-            min_requests=self.max_concurrency,
-        )
+        limiter = self._shared_limiter if self.rate_limiter is not None else RateLimiter()
+        n_head = self._probe_size(texts, limiter)
+        if n_head < len(texts):
+            # Nothing is sent when a text is refused, the probe included.
+            self.check_inputs(texts)
+        piece_texts, piece_tokens, owners = self._pieces_after(texts[:n_head], 0)
         self.client()  # no key: fail here, before any thread starts
         # Texts whose storing has returned: an interrupt may land anywhere (inside
         # on_result, or while an answer is half added), so what it hands on is worked
@@ -643,12 +697,9 @@ class OpenAIBackend:
             on_result(positions, vectors)
             delivered[positions] = True
 
-        assembler = _Assembler(
-            len(texts), owners, piece_tokens, None if on_result is None else deliver
-        )
-        limiter = self._shared_limiter if self.rate_limiter is not None else RateLimiter()
         stop = threading.Event()
         errors = []
+        assembler = None  # built once every text is counted
 
         def fail(error):
             # The first error stops the job: nothing new is sent, requests in flight
@@ -661,6 +712,14 @@ class OpenAIBackend:
             stop.set()
             for future_left in untaken:
                 future_left.cancel()
+
+        def submit(requests, offset=0):
+            for request in requests:
+                future = pool.submit(
+                    self._run, request + offset, piece_texts, piece_tokens, limiter, stop, meter
+                )
+                submitted.append(future)
+                untaken.add(future)
 
         def take(done):
             for future in done:
@@ -697,12 +756,23 @@ class OpenAIBackend:
         untaken = set()  # futures whose outcomes are not in the assembler yet
         with progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar:
             try:
-                for request in requests:
-                    future = pool.submit(
-                        self._run, request, piece_texts, piece_tokens, limiter, stop, meter
-                    )
-                    submitted.append(future)
-                    untaken.add(future)
+                probing = n_head < len(texts)
+                submit(self._plan(piece_tokens, limiter, 1 if probing else self.max_concurrency))
+                if probing:
+                    # Counted while the probe is out; then sized and paced by its answer.
+                    more_texts, more_tokens, more_owners = self._pieces_after(texts, n_head)
+                    n_probed = len(piece_texts)
+                    piece_texts = piece_texts + more_texts
+                    piece_tokens = np.concatenate([piece_tokens, more_tokens])
+                    owners = np.concatenate([owners, more_owners])
+                assembler = _Assembler(
+                    len(texts), owners, piece_tokens, None if on_result is None else deliver
+                )
+                if probing:
+                    take(wait(list(untaken)).done)
+                    if not stop.is_set():
+                        rest = self._plan(more_tokens, limiter, self.max_concurrency)
+                        submit(rest, offset=n_probed)
                 while untaken:
                     done, _ = wait(untaken, return_when=FIRST_COMPLETED)
                     take(done)

@@ -22,12 +22,14 @@ import math
 import threading
 import time
 
-__all__ = ["MAX_WAIT", "RateLimiter", "clamp_wait", "learnt_limits"]
+__all__ = ["HEADROOM_SECONDS", "MAX_WAIT", "RateLimiter", "clamp_wait", "learnt_limits"]
 
 #: The longest any single wait lasts (seconds): a pause after a 429, a wait for a
 #: bucket to refill, a back-off. The limits are per minute: a wait longer than the
 #: window they count in only means the numbers learnt are wrong.
 MAX_WAIT = 60.0
+#: How far ahead of the service's refill a request is sent at the earliest (seconds).
+HEADROOM_SECONDS = 0.1
 
 
 class _Bucket:
@@ -54,15 +56,24 @@ class _Bucket:
         self.per_second = limit_per_minute / 60.0
         self.capacity = max(self.capacity, float(remaining + used))
         if first:
-            self.level, self.updated = float(remaining), now
+            # The level went below 0 by every request sent before the limits were
+            # known, this one included; the service may not have charged the others
+            # yet (they are in flight), so they count against what it says is left.
+            self.level = float(remaining + used) + min(self.level, 0.0)
+            self.updated = now
 
     def wait_for(self, amount):
         """Seconds until ``amount`` is available (0 when it is, or when unpaced)."""
         if self.per_second is None:
             return 0.0
         # A request larger than the whole bucket goes when the bucket is full; the
-        # service then says whether it is too large, and the caller splits it.
-        deficit = min(amount, self.capacity) - self.level
+        # service then says whether it is too large, and the caller splits it. The
+        # service charges a request when it has read it, a little after it was sent
+        # here, and by a delay that varies: asking for a margin of headroom keeps a
+        # request that follows another closely from arriving before its refill. It
+        # costs no throughput (the bucket keeps the margin, the rate is the same).
+        headroom = self.per_second * HEADROOM_SECONDS
+        deficit = min(amount + headroom, self.capacity) - self.level
         return max(0.0, deficit / self.per_second) if self.per_second > 0 else 0.0
 
 
@@ -170,6 +181,16 @@ class RateLimiter:
                     return True
                 # Wake up early when another thread changes the picture (or to check stop).
                 self._condition.wait(timeout=min(delay, 0.25, give_up - now))
+
+    def token_capacity(self):
+        """The account's token burst as learnt; ``None`` while no limit is known.
+
+        ``inf`` when a requests limit is known but no tokens limit was sent.
+        """
+        with self._condition:
+            if self._tokens.per_second is not None:
+                return self._tokens.capacity
+            return math.inf if self._requests.per_second is not None else None
 
     def observe(self, headers, n_tokens=0):
         """Learn the account's limits from the headers of a response to ``n_tokens``."""

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .._fork import PerProcess
 from .._redis import DEFAULT_PASSWORD_ENV, import_redis, join_url, make_client, split_password
 from ._base import EmbeddingError
-from ._rate_limit import MAX_WAIT, _cap, clamp_wait, learnt_limits
+from ._rate_limit import HEADROOM_SECONDS, MAX_WAIT, _cap, clamp_wait, learnt_limits
 
 __all__ = ["RedisRateLimiter", "rate_limiter_from_url"]
 
@@ -38,12 +38,15 @@ _STATE_TTL_MS = 3_600_000
 #          ("force": take it whatever the wait, once a request has waited long enough)
 #   learn: tok limit, remaining, used, req limit, remaining, used ("" = not sent)
 #   pause: seconds
+#   capacity:                            -> the token burst learnt, "inf" when only a
+#                                           requests limit is known, "-1" when none is
 # The arguments are checked in Python (learnt_limits, clamp_wait) and again here, so that
 # a worker of another version cannot leave a state that parks everyone: a limit must be a
 # finite number >= 1, a remaining count a finite number >= 0, a pause is at most MAX_WAIT
 # seconds, and so is every wait the script answers.
 _SCRIPT = """
 local MAX_WAIT = @MAX_WAIT@
+local HEADROOM = @HEADROOM@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local flat = redis.call('HGETALL', KEYS[1])
@@ -61,11 +64,13 @@ local function refill(kind)
 end
 
 -- A request larger than the whole bucket goes when the bucket is full (the service
--- then says whether it is too large, and the caller splits it).
+-- then says whether it is too large, and the caller splits it). HEADROOM: see
+-- HEADROOM_SECONDS in _rate_limit.py.
 local function wait_for(kind, amount)
     local rate = s[kind .. '_rate']
     if not rate or rate <= 0 or rate ~= rate then return 0 end
-    local deficit = math.min(amount, s[kind .. '_cap'] or 0) - (s[kind .. '_level'] or 0)
+    local deficit = math.min(amount + rate * HEADROOM, s[kind .. '_cap'] or 0)
+        - (s[kind .. '_level'] or 0)
     local wait = deficit / rate
     if wait ~= wait then return 0 end
     return math.min(MAX_WAIT, math.max(0, wait))
@@ -115,6 +120,11 @@ elseif op == 'learn' then
             end
         end
     end
+elseif op == 'capacity' then
+    -- Read only: nothing saved.
+    if s['tok_rate'] then return string.format('%.6f', s['tok_cap'] or 0) end
+    if s['req_rate'] then return 'inf' end
+    return '-1'
 elseif op == 'pause' then
     local seconds = tonumber(ARGV[3])
     if not finite(seconds) then return '0' end
@@ -128,7 +138,7 @@ else
 end
 save()
 return '0'
-""".replace("@MAX_WAIT@", repr(MAX_WAIT))
+""".replace("@MAX_WAIT@", repr(MAX_WAIT)).replace("@HEADROOM@", repr(HEADROOM_SECONDS))
 
 
 def rate_limiter_from_url(url, account):
@@ -282,6 +292,14 @@ class RedisRateLimiter:
                 time.sleep(delay)
             elif stop.wait(delay):
                 return False
+
+    def token_capacity(self):
+        """The account's token burst as learnt (by any worker); ``None`` while unknown.
+
+        ``inf`` when a requests limit is known but no tokens limit was sent.
+        """
+        capacity = self._run("capacity")
+        return None if capacity < 0 else capacity
 
     def observe(self, headers, n_tokens=0):
         """Learn the account's limits from the headers of a response to ``n_tokens``.
