@@ -265,17 +265,6 @@ def cached(cache_dir, keys):
         store.close()
 
 
-def settled_stats(server, timeout=10.0):
-    """Stats once every request the server received has been answered."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = server.stats()
-        if sum(stats["requests_by_status"].values()) == stats["requests"]:
-            return stats
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kill_9_then_the_same_command_resumes_paying_nothing_twice(fake_server, tmp_path, seed):
@@ -312,7 +301,7 @@ def test_kill_9_then_the_same_command_resumes_paying_nothing_twice(fake_server, 
         time.sleep(chance.uniform(0.0, 0.8))
         job.send_signal(signal.SIGKILL)
         job.wait()
-        run_paid = Counter(settled_stats(fake_server)["text_counts"])
+        run_paid = Counter(fake_server.settled_stats()["text_counts"])
         now_in_cache = {
             t for t, hit in zip(texts, cached(tmp_path / "cache", keys), strict=True) if hit
         }

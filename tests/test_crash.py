@@ -84,17 +84,6 @@ def finish(children, timeout=120):
         assert child.returncode == 0, stderr
 
 
-def settled_stats(server, timeout=10.0):
-    """Stats once every request the server received has been answered (and charged)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = server.stats()
-        if sum(stats["requests_by_status"].values()) == stats["requests"]:
-            return stats
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def cached(cache_dir, keys, dim):
     store = EmbeddingCache(cache_dir)
     try:
@@ -142,7 +131,7 @@ def test_kill_9_at_random_points_then_rerun(fake_server, tmp_path, seed):
         time.sleep(chance.uniform(0.0, 1.2))  # a random point of the job
         job.send_signal(signal.SIGKILL)
         job.wait()
-        stats = settled_stats(fake_server)
+        stats = fake_server.settled_stats()
         run_paid = Counter(stats["text_counts"])
         found, _, entries = cached(cache_dir, keys, DIM)
         now_in_cache = {t for t, hit in zip(texts, found, strict=True) if hit}

@@ -38,21 +38,6 @@ def cache_namespace(openai_embedder):
     return openai_embedder()._backend().cache_namespace
 
 
-def settled_stats(server, timeout=10.0):
-    """The server's stats once every request it received has been answered.
-
-    A ``timeout`` fault keeps its server thread asleep after the client gave up; it is
-    counted by status only when it finally closes the connection.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = server.stats()
-        if sum(stats["requests_by_status"].values()) == stats["requests"]:
-            return stats
-        assert time.monotonic() < deadline, stats["requests_by_status"]
-        time.sleep(0.1)
-
-
 def worst_backoff(retries):
     """Longest total wait of ``retries`` back-offs without retry-after (jitter at most 1)."""
     return sum(
@@ -81,7 +66,7 @@ def test_twenty_thousand_texts_through_every_kind_of_fault(fake_server, openai_e
 
     # Every row is the server's clean vector for its text, in order.
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
-    stats = settled_stats(fake_server)
+    stats = fake_server.settled_stats()
     by_status = stats["requests_by_status"]
     # Each kind of fault did happen...
     assert by_status["429"] == n_429
@@ -114,7 +99,7 @@ def test_slow_answers_the_client_abandoned_are_the_only_ones_paid_twice(
     fake_server.configure(faults=[{"kind": "ok"}, {"kind": "slow", "seconds": 2.5}] * 3)
     X = openai_embedder(batch_size=50, max_concurrency=4, timeout=1.0).transform(texts)
     np.testing.assert_allclose(X, expected(texts), atol=1e-6)
-    stats = settled_stats(fake_server)
+    stats = fake_server.settled_stats()
     assert stats["requests_by_status"]["slow"] == 3
     # The probe (the first texts, alone, while the limits are unknown), then 50 a request.
     assert stats["requests_by_status"]["200"] == 1 + -(-(len(texts) - PROBE_MAX_INPUTS) // 50)
@@ -145,7 +130,7 @@ def test_persistent_500s_end_in_a_clear_error_in_bounded_time_keeping_what_arriv
     # Jittered back-offs take between half and all of the schedule; the job stops at the
     # first request that runs out of retries, so the whole schedule bounds it.
     assert worst_backoff(max_retries) / 2 <= elapsed <= worst_backoff(max_retries) + 3
-    stats = settled_stats(fake_server)
+    stats = fake_server.settled_stats()
     assert stats["requests_by_status"]["200"] == n_ok
     # No request was tried more than 1 + max_retries times: the outage is not hammered.
     assert stats["requests_by_status"]["500"] <= (len(texts) // 50 - n_ok) * (1 + max_retries)
@@ -205,7 +190,7 @@ def test_a_failing_cache_write_stops_the_job_instead_of_paying_for_the_rest(
     # After the first failed write, only requests its two threads had under way were
     # answered (and paid for): at most one finished and one in flight per thread, not
     # the rest of the 100 the job planned.
-    assert settled_stats(fake_server)["requests"] <= cache.handed // 20 + 2 * 2
+    assert fake_server.settled_stats()["requests"] <= cache.handed // 20 + 2 * 2
     # What the good writes stored stays readable (answers that arrive after the failure
     # are offered to the cache too, in case the failure was passing).
     found, vectors = cache.get([cache_key(cache_namespace(openai_embedder), t) for t in texts], DIM)
@@ -230,4 +215,4 @@ def test_exhausted_quota_fails_at_once_instead_of_retrying(fake_server, openai_e
     assert "gave up" not in str(info.value)
     # Nothing is retried: each of the two threads sent its request, and at most one more
     # it had taken before the first refusal stopped the job.
-    assert settled_stats(fake_server)["requests"] <= 2 * 2
+    assert fake_server.settled_stats()["requests"] <= 2 * 2

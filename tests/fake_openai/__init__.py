@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -204,3 +205,19 @@ class FakeOpenAIServer:
     def stats(self, texts=True):
         """Counters of what the server received and answered (see GET /stats)."""
         return self._call("GET", "/stats" if texts else "/stats?texts=0")
+
+    def settled_stats(self, texts=True, timeout=10.0):
+        """:meth:`stats` once every request received has been answered (and charged).
+
+        A client may have its answer (or have given up) before the server has counted
+        the request: one still being answered (a ``timeout`` fault keeps its thread
+        asleep after the client gave up) is counted by status only when it ends.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats(texts)
+            if sum(stats["requests_by_status"].values()) == stats["requests"]:
+                return stats
+            if time.monotonic() > deadline:
+                raise AssertionError(f"requests still unanswered after {timeout} s: {stats}")
+            time.sleep(0.05)
