@@ -86,7 +86,7 @@ def add_parser(commands):
     )
     parser.add_argument("--batch-size", type=int, metavar="N", help="texts per request or run")
     parser.add_argument(
-        "--max-concurrency", type=int, metavar="N", help="OpenAI requests in flight (default 8)"
+        "--max-concurrency", type=int, metavar="N", help="OpenAI requests in flight (default 16)"
     )
     parser.add_argument(
         "--estimate",
