@@ -228,6 +228,19 @@ def test_request_meter_counts_and_stops():
     assert (caught.value.limit, caught.value.needed, caught.value.unit) == (10, 11, "tokens")
 
 
+def test_request_meter_charges_what_is_billed_not_the_bound_it_reserved():
+    # A request sent on an upper bound of its tokens (a probe not yet counted): the
+    # bound is reserved and released; the exact count is what is billed.
+    meter = RequestMeter()
+    meter.reserve(100)
+    meter.settle(100, billed=None, n_billed=30)
+    meter.reserve(100)
+    meter.settle(100, billed=False, n_billed=30)
+    meter.reserve(100)
+    meter.settle(100, billed=True, n_billed=30)
+    assert (meter.requests, meter.tokens, meter.tokens_unsure, meter.committed) == (3, 30, 30, 60)
+
+
 def test_budget_error_survives_pickling():
     error = BudgetExceededError("over", limit=5.0, needed=6.5, unit="USD")
     copy = pickle.loads(pickle.dumps(error))

@@ -7,7 +7,9 @@ promises, checked against the fake server's own accounting:
 
 - no first wave of 429s, and no request larger than the account's burst allows;
 - every vector is its own text's, each text paid once;
-- a probe that fails stops the job before anything else is sent.
+- a probe that fails stops the job before anything else is sent;
+- a probe sent before its texts are counted (on their bytes, a bound of their tokens)
+  is charged its exact tokens, whatever became of its attempts.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import pytest
 
 from skembed._tokens import count_tokens
 from skembed.backends import EmbeddingAPIError, InputTooLongError
+from skembed.backends._base import RequestMeter
 from skembed.backends._openai import PROBE_MAX_BYTES, PROBE_MAX_INPUTS, REQUEST_SHARE_OF_BURST
 from skembed.backends._rate_limit import HEADROOM_SECONDS, RateLimiter
+from tests._backends import openai_backend
 from tests.fake_openai import expected_vector
 
 MODEL = "text-embedding-3-small"
@@ -93,6 +97,83 @@ def test_a_long_text_is_refused_before_the_probe_is_sent(fake_server, openai_emb
         openai_embedder().transform(texts)
     assert info.value.rows == (57,)
     assert fake_server.stats(texts=False)["requests"] == 0
+
+
+# -- a probe sent before its texts are counted ---------------------------------------
+
+# Characters of every kind a user's text holds: a token is at least one byte of each.
+_ALPHABETS = [
+    [chr(c) for c in range(0x61, 0x7B)],  # Latin
+    [chr(c) for c in range(0x4E00, 0x4E00 + 400)],  # CJK ideographs
+    [chr(c) for c in range(0x3041, 0x3097)],  # hiragana
+    [chr(c) for c in range(0xAC00, 0xAC00 + 300)],  # Hangul syllables
+    [chr(c) for c in range(0x1F600, 0x1F650)],  # emoji
+    ["e\u0301", "\u200d", "\t", "  ", "\n", "7", "<|endoftext|>", "\ufeff"],
+]
+
+
+def _mixed_texts(rng, n):
+    texts = []
+    for i in range(n):
+        alphabet = _ALPHABETS[int(rng.integers(len(_ALPHABETS)))]
+        n_chars = int(rng.integers(1, 200))
+        texts.append(f"{i} " + "".join(rng.choice(alphabet, n_chars)))
+    return texts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_probe_is_bounded_by_its_bytes_and_refused_when_a_bound_could_mislead(seed):
+    rng = np.random.default_rng(seed)
+    backend = openai_backend()
+    probe = _mixed_texts(rng, int(rng.integers(1, PROBE_MAX_INPUTS + 1)))
+    bounds = backend._probe_bounds(probe, RequestMeter())
+    assert (bounds >= count_tokens(probe)).all()
+    # A job with a token limit reserves exact counts: a bound could stop a job that fits.
+    assert backend._probe_bounds(probe, RequestMeter(limit=10**9)) is None
+    # A text over the model's limit in bytes may need cutting: counted first.
+    long_text = "\u4e00" * (backend.info.max_input_tokens // 3 + 1)
+    assert backend._probe_bounds([*probe, long_text], RequestMeter()) is None
+
+
+_PROBE_FAULTS = ["500", "503", "429", "drop"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_probe_sent_on_bounds_is_charged_its_exact_tokens(fake_server, seed):
+    # Random texts of every script, the probe's attempts failing at random (answered
+    # errors are not billed; a lost answer may be), with or without a tokens limit:
+    # the meter charges exactly what the server counted, never the bounds it sent on.
+    rng = np.random.default_rng(seed)
+    texts = _mixed_texts(rng, int(rng.integers(2 * PROBE_MAX_INPUTS, 400)))
+    faults = [
+        {"kind": str(kind), "retry_after": 0}
+        for kind in rng.choice(_PROBE_FAULTS, int(rng.integers(0, 4)))
+    ]
+    total = int(count_tokens(texts).sum())
+    tpm = int(total * 60 / rng.uniform(0.5, 2.0)) if rng.random() < 0.5 else None
+    fake_server.configure(faults=faults, tpm=tpm)
+    backend = openai_backend(base_url=fake_server.base_url, progress=False, max_retries=4)
+    probe = texts[: backend._probe_size(texts, RateLimiter())]
+    assert backend._probe_bounds(probe, RequestMeter()) is not None  # sent on bounds
+    meter = RequestMeter()
+    X = backend.embed(texts, meter=meter)
+    np.testing.assert_allclose(X, expected(texts), atol=1e-6)
+    stats = fake_server.stats()
+    assert stats["times_embedded_max"] == 1
+    n_lost = sum(fault["kind"] == "drop" for fault in faults)  # each a probe's attempt
+    assert meter.tokens == stats["tokens"] == total
+    assert meter.tokens_unsure == n_lost * int(count_tokens(probe).sum())
+    assert meter.requests == stats["requests"]
+    assert meter.committed == meter.tokens + meter.tokens_unsure  # nothing left in flight
+
+
+def test_a_token_limit_of_exactly_the_job_is_not_stopped_by_the_probe(fake_server, openai_embedder):
+    rng = np.random.default_rng(3)
+    texts = _mixed_texts(rng, 200)
+    total = int(count_tokens(texts).sum())
+    X = openai_embedder(max_tokens=total).transform(texts)
+    np.testing.assert_allclose(X, expected(texts), atol=1e-6)
+    assert fake_server.stats(texts=False)["tokens"] == total
 
 
 # -- the limiter -----------------------------------------------------------------------

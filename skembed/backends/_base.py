@@ -391,7 +391,7 @@ class RequestMeter:
             self.requests += 1
             self._in_flight += n_tokens
 
-    def settle(self, n_tokens, billed):
+    def settle(self, n_tokens, billed, n_billed=None):
         """Record the fate of a reserved request.
 
         Parameters
@@ -401,10 +401,14 @@ class RequestMeter:
         billed : bool or None
             ``True``: answered with vectors; ``False``: answered with an error (not
             billed); ``None``: no answer (perhaps billed).
+        n_billed : int, default=None
+            What the request bills, when :meth:`reserve` was given an upper bound of it
+            (a request sent before its texts were counted); ``None``: ``n_tokens``.
         """
+        n_billed = n_tokens if n_billed is None else n_billed
         with self._lock:
             self._in_flight -= n_tokens
             if billed:
-                self.tokens += n_tokens
+                self.tokens += n_billed
             elif billed is None:
-                self.tokens_unsure += n_tokens
+                self.tokens_unsure += n_billed

@@ -305,12 +305,16 @@ class OpenAIBackend:
             body["dimensions"] = self._sent_dimensions
         return body
 
-    def _post(self, texts, n_tokens, limiter, stop, meter):
+    def _post(self, texts, n_tokens, limiter, stop, meter, bounded=False):
         """Send one request until it succeeds, fails for good, or the job stops.
 
         Every wait (for the rate limiter, after a 429, between retries) lasts at most
         ``min(timeout, MAX_WAIT)``, and each attempt at most ``timeout``: a request
         ends within ``(1 + max_retries)`` times their sum, whatever the server sends.
+
+        ``bounded``: ``n_tokens`` is an upper bound of whole texts' tokens, taken from
+        the limiter and reserved as such; what the answer charges (the meter's tokens,
+        what the limiter learns) is their exact count, made once it is known.
         """
         import openai
 
@@ -318,6 +322,14 @@ class OpenAIBackend:
         client = self.client()
         max_wait = min(MAX_WAIT, self.timeout)
         attempt = 0
+        exact = None
+
+        def charged():
+            nonlocal exact
+            if exact is None:
+                exact = int(count_tokens(texts, self.info.encoding).sum()) if bounded else n_tokens
+            return exact
+
         while True:
             if not limiter.acquire(n_tokens, stop, max_wait):
                 raise _Stopped
@@ -342,16 +354,16 @@ class OpenAIBackend:
                     limiter.pause(delay if delay is not None else _backoff(attempt, max_wait))
                 failure = (status, message)
             except openai.APIConnectionError as error:  # includes APITimeoutError
-                meter.settle(n_tokens, billed=None)
+                meter.settle(n_tokens, billed=None, n_billed=charged())
                 delay, failure = None, (None, self._scrub(str(error) or type(error).__name__))
             except _BadBody as error:
                 # A 200 (billed) whose body came too slowly, too large, or cut off.
-                meter.settle(n_tokens, billed=True)
-                limiter.observe(error.headers, n_tokens)
+                meter.settle(n_tokens, billed=True, n_billed=charged())
+                limiter.observe(error.headers, charged())
                 delay, failure = None, (None, error.message)
             else:
-                meter.settle(n_tokens, billed=True)
-                limiter.observe(headers, n_tokens)
+                meter.settle(n_tokens, billed=True, n_billed=charged())
+                limiter.observe(headers, charged())
                 return self._decode(content, len(texts))
             attempt += 1
             if attempt > self.max_retries:
@@ -473,11 +485,15 @@ class OpenAIBackend:
 
     # -- a planned request, split when the service says so -----------------------------
 
-    def _run(self, pieces, texts, n_tokens, limiter, stop, meter):
-        """Embed one planned request; returns its outcomes (several if it was split)."""
-        result = self._attempt(pieces, texts, n_tokens, limiter, stop, meter)
+    def _run(self, pieces, texts, n_tokens, limiter, stop, meter, bounded=False):
+        """Embed one planned request; returns its outcomes (several if it was split).
+
+        ``bounded``: ``n_tokens`` are upper bounds of whole texts' counts (see
+        :meth:`_probe_bounds`), counted exactly once answered.
+        """
+        result = self._attempt(pieces, texts, n_tokens, limiter, stop, meter, bounded)
         if isinstance(result, _RequestFailed):
-            result = self._split(pieces, result, texts, n_tokens, limiter, stop, meter)
+            result = self._split(pieces, result, texts, n_tokens, limiter, stop, meter, bounded)
         if any(outcome.error is not None for outcome in result):
             # The job stops at its first error; stopping it here, in the worker, keeps
             # this thread from sending the next queued request before the main thread
@@ -485,11 +501,12 @@ class OpenAIBackend:
             stop.set()
         return result
 
-    def _attempt(self, pieces, texts, n_tokens, limiter, stop, meter):
+    def _attempt(self, pieces, texts, n_tokens, limiter, stop, meter, bounded=False):
         """One request (with its retries): its outcomes, a failure, or [] if stopped."""
         try:
             batch = [texts[i] for i in pieces]
-            vectors = self._post(batch, int(n_tokens[pieces].sum()), limiter, stop, meter)
+            n_batch = int(n_tokens[pieces].sum())
+            vectors = self._post(batch, n_batch, limiter, stop, meter, bounded)
         except _RowsRefused as refused:
             # Paid for: keep the good rows; the others are refused (named at the end).
             return refused.outcomes(pieces)
@@ -499,7 +516,7 @@ class OpenAIBackend:
             return []
         return [_Outcome(pieces, vectors=vectors)]
 
-    def _split(self, pieces, failure, texts, n_tokens, limiter, stop, meter):
+    def _split(self, pieces, failure, texts, n_tokens, limiter, stop, meter, bounded=False):
         """Narrow a refused request down to the inputs at fault, keeping the rest.
 
         A request too large for the rate limit is halved until it passes; a 400 is
@@ -511,7 +528,9 @@ class OpenAIBackend:
         if len(pieces) == 1 or not (failure.too_large or failure.status == 400):
             return [_Outcome(pieces, error=self._error(failure, pieces))]
         halves = (pieces[: len(pieces) // 2], pieces[len(pieces) // 2 :])
-        results = [self._attempt(half, texts, n_tokens, limiter, stop, meter) for half in halves]
+        results = [
+            self._attempt(half, texts, n_tokens, limiter, stop, meter, bounded) for half in halves
+        ]
         if failure.status == 400 and all(
             isinstance(r, _RequestFailed) and r.message == failure.message for r in results
         ):
@@ -519,7 +538,9 @@ class OpenAIBackend:
         outcomes = []
         for half, result in zip(halves, results, strict=True):
             if isinstance(result, _RequestFailed):
-                outcomes += self._split(half, result, texts, n_tokens, limiter, stop, meter)
+                outcomes += self._split(
+                    half, result, texts, n_tokens, limiter, stop, meter, bounded
+                )
             else:
                 outcomes += result
         return outcomes
@@ -632,7 +653,8 @@ class OpenAIBackend:
         tokens), and the rest only once its answer's headers told the limits: a first
         wave sent blind overshoots a small limit (a 429 per request, or "too large"
         for requests bigger than the limit's burst). The probe costs no time in
-        practice: the other texts are counted while it is out. A job of fewer than
+        practice: it is sent on upper bounds of its tokens (:meth:`_probe_bounds`),
+        and every text is counted while it is out. A job of fewer than
         twice that many texts is planned as one request (unless its texts are long),
         with no first wave to protect, and is not probed.
         """
@@ -646,6 +668,24 @@ class OpenAIBackend:
                 break
             n_head += 1
         return n_head
+
+    def _probe_bounds(self, probe, meter):
+        """Upper bounds of the probe's tokens, its texts' UTF-8 bytes; ``None`` if unfit.
+
+        A token is at least one byte, so the probe can be planned and sent on these
+        before its texts are counted, and counted exactly once answered (see
+        :meth:`_post`). Only for a probe of whole texts (none is over the model's
+        limit, even in bytes) and a job with no token limit: a bound reserved against
+        a limit could stop a job that fits.
+        """
+        if meter.limit is not None:
+            return None
+        bounds = np.fromiter(
+            (len(text.encode("utf-8", "surrogatepass")) for text in probe),
+            dtype=np.int64,
+            count=len(probe),
+        )
+        return bounds if bounds.max(initial=0) <= self.info.max_input_tokens else None
 
     def _plan(self, piece_tokens, limiter, min_requests):
         """Requests of consecutive inputs within the API's limits and the account's."""
@@ -683,10 +723,18 @@ class OpenAIBackend:
         meter = RequestMeter() if meter is None else meter
         limiter = self._shared_limiter if self.rate_limiter is not None else RateLimiter()
         n_head = self._probe_size(texts, limiter)
-        if n_head < len(texts):
+        probing = n_head < len(texts)
+        if probing:
             # Nothing is sent when a text is refused, the probe included.
             self.check_inputs(texts)
-        piece_texts, piece_tokens, owners = self._pieces_after(texts[:n_head], 0)
+        probe_bounds = self._probe_bounds(texts[:n_head], meter) if probing else None
+        if probe_bounds is None:
+            piece_texts, piece_tokens, owners = self._pieces_after(texts[:n_head], 0)
+        else:
+            # Sent before the tokenizer is even loaded (a few tenths of a second in a
+            # fresh process): it loads while the probe is out.
+            piece_texts, piece_tokens = list(texts[:n_head]), probe_bounds
+            owners = np.arange(n_head, dtype=np.intp)
         self.client()  # no key: fail here, before any thread starts
         # Texts whose storing has returned: an interrupt may land anywhere (inside
         # on_result, or while an answer is half added), so what it hands on is worked
@@ -713,10 +761,17 @@ class OpenAIBackend:
             for future_left in untaken:
                 future_left.cancel()
 
-        def submit(requests, offset=0):
+        def submit(requests, offset=0, bounded=False):
             for request in requests:
                 future = pool.submit(
-                    self._run, request + offset, piece_texts, piece_tokens, limiter, stop, meter
+                    self._run,
+                    request + offset,
+                    piece_texts,
+                    piece_tokens,
+                    limiter,
+                    stop,
+                    meter,
+                    bounded,
                 )
                 submitted.append(future)
                 untaken.add(future)
@@ -756,11 +811,15 @@ class OpenAIBackend:
         untaken = set()  # futures whose outcomes are not in the assembler yet
         with progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar:
             try:
-                probing = n_head < len(texts)
-                submit(self._plan(piece_tokens, limiter, 1 if probing else self.max_concurrency))
+                submit(
+                    self._plan(piece_tokens, limiter, 1 if probing else self.max_concurrency),
+                    bounded=probe_bounds is not None,
+                )
                 if probing:
                     # Counted while the probe is out; then sized and paced by its answer.
                     more_texts, more_tokens, more_owners = self._pieces_after(texts, n_head)
+                    if probe_bounds is not None:
+                        piece_tokens = count_tokens(piece_texts, self.info.encoding)
                     n_probed = len(piece_texts)
                     piece_texts = piece_texts + more_texts
                     piece_tokens = np.concatenate([piece_tokens, more_tokens])
