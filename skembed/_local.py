@@ -44,7 +44,7 @@ class LocalEmbeddingTransformer(BaseEmbeddingTransformer):
         Most texts per model run; a run also holds at most 512 tokens, padding
         included (texts are grouped by length to limit padding).
     n_threads : int, default=None
-        How many batches the model runs at once, each on one thread; ``None`` uses two
+        How many batches the model runs at once, each on one thread; ``None`` uses three
         per CPU this process may use (one per CPU for ``"use-multilingual-v3"``), or
         the thread limit of a joblib worker or ``OMP_NUM_THREADS`` when one is set (see
         :ref:`local_busy`). Set it to the number of CPUs to leave busy neighbours their

@@ -264,8 +264,10 @@ def test_a_small_call_is_split_so_that_every_thread_has_a_batch(monkeypatch, cpu
     for name in THREAD_LIMIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     seen = _count_concurrent_runs(monkeypatch, _local)
-    local_backend(batch_size=64).embed([f"text {i}" for i in range(10)])
-    assert seen["most"] == _threads.RUNS_PER_CPU * 2
+    n_threads = _threads.RUNS_PER_CPU * 2
+    # Far fewer texts than one batch holds, as many per thread.
+    local_backend(batch_size=64).embed([f"text {i}" for i in range(5 * n_threads)])
+    assert seen["most"] == n_threads
 
 
 @pytest.mark.parametrize("seed", range(4))

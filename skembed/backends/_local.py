@@ -8,8 +8,8 @@ sentence-transformers computes it for this model.
 
 The ONNX session and the tokenizer are built on first use and shared by every backend of
 the process; backends themselves hold parameters only, so they pickle and clone freely.
-The session runs each batch on the thread that calls it, and a call runs two batches at
-once per CPU the process may use, unless a thread limit is set (``_threads.py`` says why).
+The session runs each batch on the thread that calls it, and a call runs three batches
+at once per CPU the process may use, unless a thread limit is set (``_threads.py`` says why).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class LocalBackend:
         included), which is faster on a CPU and keeps memory bounded.
     n_threads : int or None
         How many batches run at once, each on one thread (the session has one
-        intra-op thread, which never spins); ``None`` chooses two per CPU this
+        intra-op thread, which never spins); ``None`` chooses three per CPU this
         process may use, or a joblib worker's or ``OMP_NUM_THREADS``'s limit when one
         is set (see ``skembed/backends/_threads.py``).
     progress : bool

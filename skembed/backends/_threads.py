@@ -12,9 +12,9 @@ neighbour of the others. So:
   once (:func:`map_in_threads`): the runs share no barrier, so a thread that a neighbour
   slows down delays only its own batch, and on an idle machine nothing waits either
   (1.25x the throughput of one session on two intra-op threads, measured);
-- without an explicit ``n_threads``, the count is two batches per CPU this process may
+- without an explicit ``n_threads``, the count is three batches per CPU this process may
   use (its affinity mask, bounded by a cgroup CPU quota; :data:`RUNS_PER_CPU` says why
-  two), or, when one is set, the limit that joblib's
+  three), or, when one is set, the limit that joblib's
   workers, ``joblib.parallel_config(inner_max_num_threads=...)`` or the user set in the
   threadpoolctl-style variables (``OMP_NUM_THREADS``, then ``MKL_NUM_THREADS``,
   ``OPENBLAS_NUM_THREADS``): loky sets these to ``cpu_count // n_jobs`` in each worker,
@@ -37,12 +37,13 @@ __all__ = ["RUNS_PER_CPU", "inference_threads", "map_in_threads", "onnx_session_
 #: set. With more runnable threads than cores, the scheduler shares the cores per thread:
 #: beside k CPU-bound processes, T threads get T / (T + k) of them, so one batch per core
 #: (T = 2 on 2 cores) is capped at 0.67x of its quiet throughput beside one process and
-#: 0.5x beside two. Measured on 2 cores (300 clothing reviews, median of 2 fresh
-#: processes): one per core 0.67x and 0.45x, two per core 0.76x and 0.59x with the same
-#: quiet throughput, three per core 0.88x and 0.78x but ~5% slower on an idle machine.
-#: The price is paid by the neighbours, whose share shrinks as much: n_threads=cpu_count
-#: is the polite setting.
-RUNS_PER_CPU = 2
+#: 0.5x beside two. Measured on 2 cores (clothing reviews, medians of 2 fresh
+#: processes, bench_local.py --contended): one per core 0.67x and 0.45x; two per core
+#: 0.76-0.80x and 0.59-0.69x, at the edge of its 4/5 ceiling beside one process; three
+#: per core 0.85-0.88x and 0.74-0.78x, and on an idle machine 0.99x to 0.95x of two per
+#: core's speed (two runs on two machines). The price is paid by the neighbours, whose
+#: share shrinks as much: n_threads=cpu_count is the polite setting.
+RUNS_PER_CPU = 3
 
 #: Read in this order; the first one set to a valid count is the limit. joblib's loky
 #: workers set all of them (to ``inner_max_num_threads`` or ``cpu_count // n_jobs``).
