@@ -91,8 +91,10 @@ class _RowsRefused(_Malformed):
         return [*good, _Outcome(pieces[bad], refused=reasons)]
 
 
-def _hand_on_paid(futures, n_texts, owners, piece_tokens, delivered, on_result):
-    """Hand on every text the ended ``futures`` answered in full, less ``delivered``.
+def _hand_on_paid(answers, n_texts, owners, piece_tokens, delivered, on_result):
+    """Hand on every text the ended requests answered in full, less ``delivered``.
+
+    ``answers``: each ended request's outcomes (or the exception it raised).
 
     The interrupted job's own assembler cannot be trusted: the interrupt may have
     fallen between taking a future and adding its vectors, or half-way through adding
@@ -101,10 +103,10 @@ def _hand_on_paid(futures, n_texts, owners, piece_tokens, delivered, on_result):
     """
     assembler = _Assembler(n_texts, owners, piece_tokens, None)
     with contextlib.suppress(Exception):
-        for future in futures:
-            if not future.done() or future.cancelled() or future.exception() is not None:
+        for outcomes in answers:
+            if isinstance(outcomes, BaseException):
                 continue
-            for outcome in future.result():
+            for outcome in outcomes:
                 if outcome.error is None and not outcome.refused:
                     assembler.add(outcome.pieces, outcome.vectors)
         if assembler.completed:

@@ -10,13 +10,16 @@ request returns. The SDK's own retries are switched off (``max_retries=0``) beca
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
+import queue
 import re
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -50,6 +53,7 @@ from ._planner import plan_pieces, plan_requests
 from ._progress import progress_bar
 from ._rate_limit import MAX_WAIT, RateLimiter
 from ._retry import _RETRYABLE_STATUS, _api_message, _backoff, _retry_after
+from ._signals import CHECK_SECONDS, DeferredInterrupts
 
 __all__ = ["OpenAIBackend", "endpoint_identity", "resolve_endpoint"]
 
@@ -567,10 +571,20 @@ class OpenAIBackend:
 
     # -- the whole job ------------------------------------------------------------------
 
-    def _drain(self, futures):
-        """Wait for ``futures`` still running to end, for at most ``timeout`` s."""
-        running = [future for future in futures if not future.cancelled()]
-        wait(running, timeout=self.timeout + _DRAIN_SLACK)
+    def _drain(self, requests, answers, ended, interrupts):
+        """Wait for ``requests`` (numbers) still running to end, for at most ``timeout`` s.
+
+        ``answers`` holds the outcomes of those that ended; ``ended`` (see
+        :func:`_answering`) says when one more does. A Ctrl-C (``interrupts``) ends it.
+        """
+        deadline = time.monotonic() + self.timeout + _DRAIN_SLACK
+        while any(number not in answers for number in requests):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(queue.Empty):
+                ended.get(timeout=min(left, CHECK_SECONDS))
+            interrupts.check()
 
     def _pieces(self, texts):
         """The inputs that embedding ``texts`` sends, each with its exact token count."""
@@ -748,6 +762,12 @@ class OpenAIBackend:
         stop = threading.Event()
         errors = []
         assembler = None  # built once every text is counted
+        # Each request's outcomes by its number, written by its worker as it ends, and
+        # its number then put in `ended`. The main thread waits on that queue, and
+        # takes Ctrl-C only there (`DeferredInterrupts`, whose module says why), never
+        # touching the futures' locks.
+        answers = {}
+        ended = queue.SimpleQueue()
 
         def fail(error):
             # The first error stops the job: nothing new is sent, requests in flight
@@ -757,13 +777,18 @@ class OpenAIBackend:
             errors.append(error)
 
         def stop_sending():
+            # Requests not sent yet see it and end at once, sending nothing (they are
+            # not cancelled: Future.cancel() takes the future's lock in this thread).
             stop.set()
-            for future_left in untaken:
-                future_left.cancel()
 
         def submit(requests, offset=0, bounded=False):
             for request in requests:
-                future = pool.submit(
+                number = next(numbers)
+                pool.submit(
+                    _answering,
+                    answers,
+                    ended,
+                    number,
                     self._run,
                     request + offset,
                     piece_texts,
@@ -773,16 +798,31 @@ class OpenAIBackend:
                     meter,
                     bounded,
                 )
-                submitted.append(future)
-                untaken.add(future)
+                untaken.add(number)
 
-        def take(done):
-            for future in done:
-                untaken.discard(future)  # never taken twice, whatever happens next
-                if future.cancelled():
-                    continue
+        def wait_for_answers():
+            """The numbers of requests that ended since last asked, at least one."""
+            while True:
+                interrupts.check()
                 try:
-                    for outcome in future.result():
+                    answered = [ended.get(timeout=CHECK_SECONDS)]
+                    break
+                except queue.Empty:
+                    pass
+            while True:
+                try:
+                    answered.append(ended.get_nowait())
+                except queue.Empty:
+                    return answered
+
+        def take(answered):
+            for number in answered:
+                untaken.discard(number)  # never taken twice, whatever happens next
+                try:
+                    outcomes = answers[number]
+                    if isinstance(outcomes, BaseException):
+                        raise outcomes
+                    for outcome in outcomes:
                         if outcome.refused:
                             # Rows that cannot be normalised: named when the job ends;
                             # they stop it only if most rows are.
@@ -794,7 +834,7 @@ class OpenAIBackend:
                         else:
                             fail(outcome.error)
                 # A bug, a failing callback or a vector that cannot be normalised:
-                # stop cleanly (leaving the pool would wait for every queued request).
+                # stop cleanly (the requests not sent yet then end at once).
                 except Exception as error:
                     fail(error)
             # One hand-over per wake-up: a slow store (an fsync per call) then stores
@@ -807,9 +847,12 @@ class OpenAIBackend:
                 fail(error)
 
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="skembed")
-        submitted = []  # every request's future, in order
-        untaken = set()  # futures whose outcomes are not in the assembler yet
-        with progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar:
+        numbers = itertools.count()  # each request's number, in order
+        untaken = set()  # numbers of requests whose outcomes are not in the assembler yet
+        with (
+            DeferredInterrupts() as interrupts,
+            progress_bar(len(texts), self.progress, desc="Embedding", leave=False) as bar,
+        ):
             try:
                 submit(
                     self._plan(piece_tokens, limiter, 1 if probing else self.max_concurrency),
@@ -828,25 +871,28 @@ class OpenAIBackend:
                     len(texts), owners, piece_tokens, None if on_result is None else deliver
                 )
                 if probing:
-                    take(wait(list(untaken)).done)
+                    while untaken:  # the probe's requests, the only ones sent yet
+                        take(wait_for_answers())
                     if not stop.is_set():
                         rest = self._plan(more_tokens, limiter, self.max_concurrency)
                         submit(rest, offset=n_probed)
                 while untaken:
-                    done, _ = wait(untaken, return_when=FIRST_COMPLETED)
-                    take(done)
+                    take(wait_for_answers())
             except BaseException:
                 # Ctrl-C (or any exception of this thread): nothing new is sent, and what
                 # the requests already in flight bring is still cached (it is paid for),
                 # for as long as they may take (each ends within `timeout`); then the
                 # exception goes on. A second Ctrl-C ends the wait.
                 stop_sending()
-                self._drain(untaken)
+                self._drain(untaken, answers, ended, interrupts)
                 if on_result is not None:
-                    _hand_on_paid(submitted, len(texts), owners, piece_tokens, delivered, on_result)
+                    # A snapshot: a request still running past the drain may yet end.
+                    paid = list(answers.values())
+                    _hand_on_paid(paid, len(texts), owners, piece_tokens, delivered, on_result)
                 raise
             finally:
-                # Never waits: whatever is left ended or was cancelled above.
+                # Never waits: whatever is left ended above, or has not started (the
+                # drain ran out of time) and is cancelled here.
                 pool.shutdown(wait=False, cancel_futures=True)
         if not errors and assembler.refused:
             errors.append(assembler.refused_error())  # once everything else is handed on
@@ -857,6 +903,17 @@ class OpenAIBackend:
             rows = np.unique(owners[list(error.rows)]) if error.rows else ()
             raise error.with_rows(rows, error.message)
         return assembler.result()
+
+
+def _answering(answers, ended, number, function, *args):
+    """Run ``function(*args)`` as request ``number``: its outcomes (or the exception it
+    raised) into ``answers[number]``, then ``number`` into the queue ``ended``."""
+    try:
+        outcome = function(*args)
+    except BaseException as error:  # handed to the main thread, which raises it
+        outcome = error
+    answers[number] = outcome
+    ended.put(number)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -29,7 +29,10 @@ import os
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from numbers import Integral
+
+from ._signals import CHECK_SECONDS, DeferredInterrupts
 
 __all__ = ["RUNS_PER_CPU", "inference_threads", "map_in_threads", "onnx_session_options"]
 
@@ -227,12 +230,27 @@ def map_in_threads(function, items, n_threads):
         return
     executor = ThreadPoolExecutor(n_threads, thread_name_prefix="skembed-run")
     pending = deque()
-    try:
-        for item in items:
-            pending.append(executor.submit(function, item))
-            if len(pending) > n_threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    # Ctrl-C only where this waits (see _signals): one landing inside a future's lock
+    # would leave it held, and the worker setting that future's result, then the
+    # shutdown below, would wait forever.
+    with DeferredInterrupts() as interrupts:
+        try:
+            for item in items:
+                pending.append(executor.submit(function, item))
+                if len(pending) > n_threads:
+                    yield _result(pending.popleft(), interrupts)
+            while pending:
+                yield _result(pending.popleft(), interrupts)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future, interrupts):
+    """``future.result()``, delivering a Ctrl-C that arrives meanwhile."""
+    while True:
+        try:
+            return future.result(timeout=CHECK_SECONDS)
+        except FutureTimeoutError:
+            if future.done():  # the function's own TimeoutError
+                return future.result()
+            interrupts.check()
