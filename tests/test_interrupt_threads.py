@@ -42,6 +42,28 @@ def _wait_for_no_skembed_threads(seconds):
     return _skembed_threads()
 
 
+def _call_with_sigint_after(delay, armed, function, *args):
+    """``function(*args)`` with a SIGINT sent to this process ``delay`` s after it starts, as a
+    terminal sends it (from outside the main thread); ``None`` if it was interrupted."""
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    armed.set()
+    timer.start()
+    try:
+        return function(*args)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        armed.clear()
+        timer.cancel()
+        timer.join()
+
+
+def _assert_nothing_left_behind(trial, handler):
+    left = _wait_for_no_skembed_threads(5.0)
+    assert not left, f"trial {trial}: {len(left)} skembed threads left after Ctrl-C"
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 @pytest.fixture
 def sigint_when_armed():
     """A SIGINT handler raising KeyboardInterrupt only while ``armed`` is set."""
@@ -74,23 +96,11 @@ def test_ctrl_c_at_any_moment_leaves_no_thread_behind(fake_server, sigint_when_a
             batch_size=rng.choice([1, 2, 4, 8]),
             max_concurrency=rng.choice([2, 4, 16]),
         )
-        # As a terminal sends it: to the process, from outside the main thread.
-        timer = threading.Timer(rng.uniform(0.0, 0.25), os.kill, (os.getpid(), signal.SIGINT))
-        armed.set()
-        timer.start()
-        try:
-            vectors = embedder.transform(texts)
-        except KeyboardInterrupt:
-            vectors = None
+        vectors = _call_with_sigint_after(rng.uniform(0.0, 0.25), armed, embedder.transform, texts)
+        _assert_nothing_left_behind(trial, handler)
+        if vectors is None:
             n_interrupted += 1
-        finally:
-            armed.clear()
-            timer.cancel()
-            timer.join()
-        left = _wait_for_no_skembed_threads(5.0)
-        assert not left, f"trial {trial}: {len(left)} skembed threads left after Ctrl-C"
-        assert signal.getsignal(signal.SIGINT) is handler
-        if vectors is not None:
+        else:
             expected = np.stack([expected_vector(MODEL, text, DIM) for text in texts])
             np.testing.assert_allclose(vectors, expected, atol=1e-6)
     assert n_interrupted >= N_TRIALS // 4  # the moments do fall inside the calls
@@ -160,18 +170,11 @@ def test_ctrl_c_in_the_local_model_leaves_no_thread_behind(sigint_when_armed, se
     n_interrupted = 0
     for trial in range(15):
         texts = [f"local ctrl-c {seed} {trial} {i} " * 8 for i in range(rng.randrange(40, 160))]
-        timer = threading.Timer(rng.uniform(0.0, 0.3), os.kill, (os.getpid(), signal.SIGINT))
-        armed.set()
-        timer.start()
-        try:
-            embedder.transform(texts)
-        except KeyboardInterrupt:
+        vectors = _call_with_sigint_after(rng.uniform(0.0, 0.3), armed, embedder.transform, texts)
+        _assert_nothing_left_behind(trial, handler)
+        if vectors is None:
             n_interrupted += 1
-        finally:
-            armed.clear()
-            timer.cancel()
-            timer.join()
-        left = _wait_for_no_skembed_threads(5.0)
-        assert not left, f"trial {trial}: {len(left)} skembed threads left after Ctrl-C"
-        assert signal.getsignal(signal.SIGINT) is handler
+        else:  # its texts' own vectors, as a call nobody interrupts computes them
+            reference = LocalEmbeddingTransformer(cache=None, n_threads=1).transform(texts)
+            np.testing.assert_allclose(vectors, reference, atol=1e-5)
     assert n_interrupted >= 3
